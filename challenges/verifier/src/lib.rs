@@ -1,0 +1,1 @@
+//! The verifier: one checker per level (filled by the level-engine issue).

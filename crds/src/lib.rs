@@ -1,0 +1,1 @@
+//! The `Challenge` custom resource types (filled by the CRD issue).
