@@ -1,1 +1,6 @@
-//! The verifier: one checker per level (filled by the level-engine issue).
+//! The verifier: drives each level's scenario and judges it, one checker per
+//! level. `report` is the contract with the CLI and the operator.
+
+pub mod report;
+
+pub use report::{Check, Figure, Report, Verdict};
