@@ -40,7 +40,7 @@ rocketmq() {
   run rocketmq "$dir/../rocketmq-fetch.log" mvn -B -q -f "$here/rocketmq/pom.xml" \
     -Drocketmq.version=$ROCKETMQ_VERSION dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$dir/lib"
-  touch "$dir/.done"
+  echo "$((SECONDS - t0))" > "$dir/.done"
   step rocketmq "done in $((SECONDS - t0))s ($(du -sh "$dir" | cut -f1))"
 }
 
@@ -53,7 +53,7 @@ kube() {
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   mkdir -p "$dir/bin"
   (cd "$here/kube" && run kube "$dir/../kube-build.log" go build -trimpath -ldflags "$ld" -o "$dir/bin/" ./cmd/...)
-  touch "$dir/.done"
+  echo "$((SECONDS - t0))" > "$dir/.done"
   step kube "done in $((SECONDS - t0))s ($(du -sh "$dir" | cut -f1))"
 }
 
@@ -65,7 +65,7 @@ etcd() {
   local t0=$SECONDS
   mkdir -p "$dir/bin"
   (cd "$here/etcd" && run etcd "$dir/../etcd-build.log" go build -trimpath -ldflags "-s -w" -o "$dir/bin/etcd" .)
-  touch "$dir/.done"
+  echo "$((SECONDS - t0))" > "$dir/.done"
   step etcd "done in $((SECONDS - t0))s"
 }
 
@@ -77,7 +77,7 @@ kwok() {
   local t0=$SECONDS
   mkdir -p "$dir/bin"
   run kwok "$dir/../kwok-build.log" env GOBIN="$dir/bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-  touch "$dir/.done"
+  echo "$((SECONDS - t0))" > "$dir/.done"
   step kwok "done in $((SECONDS - t0))s"
 }
 

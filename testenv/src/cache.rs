@@ -29,7 +29,7 @@ fn installed(tool: &'static str, step: &'static str, dir: PathBuf) -> Result<Pat
 
 /// The folder of RocketMQ jars (`lib/*.jar`).
 pub fn rocketmq_lib() -> Result<PathBuf> {
-    Ok(installed("Apache RocketMQ", "rocketmq", root().join(format!("rocketmq-{ROCKETMQ_VERSION}")))?.join("lib"))
+    rocketmq_lib_in(&root())
 }
 
 /// Path of a Kubernetes binary (`kube-apiserver`, `kubectl`, ...).
@@ -47,6 +47,10 @@ pub fn kwok_bin() -> Result<PathBuf> {
 
 // The `_in` variants take the cache root explicitly, so a caller can point at
 // another cache without touching the process environment.
+
+pub fn rocketmq_lib_in(root: &Path) -> Result<PathBuf> {
+    Ok(installed("Apache RocketMQ", "rocketmq", root.join(format!("rocketmq-{ROCKETMQ_VERSION}")))?.join("lib"))
+}
 
 pub fn kube_bin_in(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(installed("Kubernetes", "kube", root.join(format!("kube-{KUBE_VERSION}")))?.join("bin").join(name))

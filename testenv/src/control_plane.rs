@@ -18,7 +18,7 @@ use crate::cache;
 use crate::certs::{self, Pki};
 use crate::error::{Error, Result};
 use crate::ports;
-use crate::process::{self, Process, Spec};
+use crate::process::{self, Process, Spec, Component};
 
 /// How long each step of the start (etcd, apiserver, the rest) may take.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -42,16 +42,6 @@ pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Name of the fake node in `zone`.
 pub fn node_name(zone: &str) -> String {
     format!("kwok-{zone}")
-}
-
-/// One process of the plane, for benchmarks and diagnostics.
-#[derive(Clone, Debug)]
-pub struct Component {
-    pub name: String,
-    pub pid: Option<u32>,
-    /// Resident memory in KiB (`None` once exited).
-    pub rss_kib: Option<u64>,
-    pub log: PathBuf,
 }
 
 /// Options for [`ControlPlane::start`].
@@ -494,7 +484,7 @@ impl ControlPlane {
     pub fn components(&self) -> Vec<Component> {
         self.processes()
             .iter()
-            .map(|p| Component { name: p.name().to_string(), pid: p.pid(), rss_kib: p.rss_kib(), log: p.log_path().to_path_buf() })
+            .map(|p| p.component())
             .collect()
     }
 

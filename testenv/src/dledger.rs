@@ -18,6 +18,7 @@ use rocketmq_client_rust::MQAdminReadExt;
 use crate::client::Clients;
 use crate::error::{Error, Result};
 use crate::ports;
+use crate::process::Component;
 use crate::rocketmq::{self, BrokerConfig, Role, Server, print_tails};
 
 /// The zones, in order; broker `i` lives in `ZONES[i]` with DLedger id `n{i}`.
@@ -140,10 +141,10 @@ impl DLedgerGroup {
     pub async fn wait_new_leader(&self, not: Option<&str>, timeout: Duration) -> Result<(&'static str, Duration)> {
         let start = Instant::now();
         loop {
-            if let Ok(Some(zone)) = self.leader().await {
-                if Some(zone) != not {
-                    return Ok((zone, start.elapsed()));
-                }
+            if let Ok(Some(zone)) = self.leader().await
+                && Some(zone) != not
+            {
+                return Ok((zone, start.elapsed()));
             }
             if start.elapsed() > timeout {
                 return Err(Error::NotReady {
@@ -193,9 +194,9 @@ impl DLedgerGroup {
         Ok(())
     }
 
-    /// Name, pid and RSS of each process, for benchmarks.
-    pub fn components(&self) -> Vec<(String, Option<u32>, Option<u64>)> {
-        std::iter::once(&self.namesrv).chain(&self.brokers).map(|s| (s.name().to_string(), s.pid(), s.rss_kib())).collect()
+    /// Name, pid and memory of every server, for benchmarks.
+    pub fn components(&self) -> Vec<Component> {
+        std::iter::once(&self.namesrv).chain(&self.brokers).map(Server::component).collect()
     }
 }
 

@@ -59,6 +59,16 @@ impl Spec {
     }
 }
 
+/// One supervised process, for benchmarks and diagnostics.
+#[derive(Clone, Debug)]
+pub struct Component {
+    pub name: String,
+    pub pid: Option<u32>,
+    /// Resident memory in KiB (`None` once exited).
+    pub rss_kib: Option<u64>,
+    pub log: PathBuf,
+}
+
 /// A running (or exited) child process. Dropping it kills its process group.
 #[derive(Debug)]
 pub struct Process {
@@ -192,6 +202,11 @@ impl Process {
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
         self.start()
+    }
+
+    /// Name, pid, memory and log, for benchmarks and diagnostics.
+    pub fn component(&self) -> Component {
+        Component { name: self.name.clone(), pid: self.pid(), rss_kib: self.rss_kib(), log: self.log.clone() }
     }
 
     /// Resident memory of the process (not its children), in KiB.

@@ -14,7 +14,7 @@ use crate::cache;
 use crate::client::Clients;
 use crate::error::{Error, Result};
 use crate::ports;
-use crate::process::{self, Process, Spec};
+use crate::process::{self, Component, Process, Spec};
 
 /// How long a name server or broker gets to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -151,6 +151,10 @@ impl Server {
 
     pub fn rss_kib(&self) -> Option<u64> {
         self.proc_.rss_kib()
+    }
+
+    pub fn component(&self) -> Component {
+        self.proc_.component()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -434,6 +438,11 @@ impl RocketMq {
     /// The folder holding both servers' config, data and logs.
     pub fn dir(&self) -> &Path {
         &self.root
+    }
+
+    /// Name, pid and memory of both servers, for benchmarks.
+    pub fn components(&self) -> Vec<Component> {
+        vec![self.namesrv.component(), self.broker.component()]
     }
 
     /// Clients pointed at this cluster's name server.
