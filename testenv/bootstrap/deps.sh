@@ -48,7 +48,7 @@ kube() {
   local dir=$cache/kube-$KUBE_VERSION
   if [[ -f $dir/.done ]]; then step kube "cached ($dir)"; return; fi
   need go kube "install Go 1.24+ (Debian: apt-get install golang)"
-  step kube "building kube-apiserver, controller-manager, scheduler, kubectl $KUBE_VERSION (cold: tens of minutes)"
+  step kube "building kube-apiserver, controller-manager, scheduler, kubectl $KUBE_VERSION (cold: about 7 minutes on 2 cores)"
   local t0=$SECONDS minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   mkdir -p "$dir/bin"
