@@ -1,0 +1,68 @@
+//! What the operator and the CRD's validation need to know about each level:
+//! one table, so the CEL budget rule and the builders cannot drift apart.
+
+/// Facts about one level (see `LEVELS.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    pub number: u8,
+    /// The level folder's suffix: `challenges/level-NN-<slug>/`.
+    pub slug: &'static str,
+    /// Default time budget of one verifier run; faults must end inside it.
+    pub run_seconds: u32,
+    /// Brokers in the RocketMQ cluster (3 = one DLedger group over three zones).
+    pub brokers: u8,
+    /// The workload gets `OTEL_EXPORTER_OTLP_ENDPOINT` (the trace level).
+    pub otlp: bool,
+}
+
+pub const FIRST: u8 = 1;
+pub const LAST: u8 = 12;
+
+/// Longest run budget an override may ask for.
+pub const MAX_RUN_SECONDS: u32 = 3600;
+/// Shortest run budget an override may ask for.
+pub const MIN_RUN_SECONDS: u32 = 10;
+
+/// Zones level 12 spreads its brokers over when `spec.rocketmq.zones` is absent.
+pub const DEFAULT_ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
+
+const fn level(number: u8, slug: &'static str, run_seconds: u32) -> Level {
+    Level { number, slug, run_seconds, brokers: if number == 12 { 3 } else { 1 }, otlp: number == 10 }
+}
+
+pub const LEVELS: [Level; 12] = [
+    level(1, "producer-lifecycle", 60),
+    level(2, "retry-async", 90),
+    level(3, "idempotency", 90),
+    level(4, "backlog", 120),
+    level(5, "ordered", 90),
+    level(6, "transactions", 90),
+    level(7, "delay-cancel", 90),
+    level(8, "filtering", 60),
+    level(9, "dead-letters", 90),
+    level(10, "trace", 90),
+    level(11, "priority", 120),
+    level(12, "multi-zone-dr", 180),
+];
+
+/// The facts of level `n`, or `None` outside 1..=12.
+pub fn level_facts(n: u8) -> Option<&'static Level> {
+    LEVELS.iter().find(|l| l.number == n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_ordered_and_complete() {
+        for (i, l) in LEVELS.iter().enumerate() {
+            assert_eq!(l.number as usize, i + 1);
+            assert!((MIN_RUN_SECONDS..=MAX_RUN_SECONDS).contains(&l.run_seconds));
+        }
+        assert_eq!(LEVELS.len(), (LAST - FIRST + 1) as usize);
+        assert_eq!(level_facts(12).unwrap().brokers, 3);
+        assert!(level_facts(10).unwrap().otlp);
+        assert!(level_facts(0).is_none() && level_facts(13).is_none());
+    }
+}
