@@ -342,7 +342,7 @@ pub struct ChallengeStatus {
     /// `passed/total`, for `kubectl get chal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks_summary: Option<String>,
-    /// 0 to 100: the share of checks passed, less 5 per extra attempt, never below 0; only a pass scores above 0.
+    /// 0 to 100: the share of checks passed (in per cent), less 5 per attempt after the first, never below 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<u32>,
     /// Figures measured by the verifier (RTO, lost, duplicated, ...).

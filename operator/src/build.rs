@@ -1,0 +1,611 @@
+//! Pure builders: a `ValidChallenge` in, the Kubernetes objects out. No I/O,
+//! so every object is unit-tested without a server. Each object carries the
+//! Challenge as controller owner (the garbage collector deletes it with the
+//! Challenge) and the Dojo labels.
+
+use std::collections::BTreeMap;
+
+use dojo_crds::{Component, FaultAction};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::validate::{ATTEMPT_LABEL, ValidChallenge};
+
+pub const NAMESRV_PORT: u16 = 9876;
+pub const BROKER_PORT: u16 = 10911;
+pub const DLEDGER_PORT: u16 = 40911;
+pub const WORLD_PORT: u16 = 8080;
+pub const OTLP_PORT: u16 = 4317;
+const ZONE_KEY: &str = "topology.kubernetes.io/zone";
+/// Small heaps: an exercise broker, not a production one (see notes/rocketmq.md).
+const JAVA_OPTS: &str = "-Xms256m -Xmx256m -Xmn128m -XX:MaxDirectMemorySize=256m";
+const CONF_DIR: &str = "/etc/rocketmq-dojo";
+const BROKER_CONF: &str = "/home/rocketmq/conf/broker.conf";
+
+/// Everything one Challenge owns, in the order it is applied.
+#[derive(Clone, Debug)]
+pub struct Objects {
+    pub namesrv_service: Service,
+    pub namesrv: StatefulSet,
+    pub broker_config: ConfigMap,
+    pub broker_service: Service,
+    pub broker: StatefulSet,
+    /// Level 12 only: keeps a DLedger majority through voluntary disruptions.
+    pub broker_pdb: Option<PodDisruptionBudget>,
+    pub verifier_account: ServiceAccount,
+    pub verifier_role: Role,
+    pub verifier_binding: RoleBinding,
+    pub world_service: Service,
+    pub isolation: NetworkPolicy,
+    pub verifier_apiserver: NetworkPolicy,
+    pub workload: Deployment,
+    /// Applied only once RocketMQ and the workload are ready.
+    pub verifier_job: Job,
+}
+
+pub fn build(v: &ValidChallenge) -> Objects {
+    Objects {
+        namesrv_service: namesrv_service(v),
+        namesrv: namesrv(v),
+        broker_config: broker_config(v),
+        broker_service: broker_service(v),
+        broker: broker(v),
+        broker_pdb: broker_pdb(v),
+        verifier_account: verifier_account(v),
+        verifier_role: verifier_role(v),
+        verifier_binding: verifier_binding(v),
+        world_service: world_service(v),
+        isolation: isolation(v),
+        verifier_apiserver: verifier_apiserver(v),
+        workload: workload(v),
+        verifier_job: verifier_job(v),
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("a builder produced an invalid {}: {e}", std::any::type_name::<T>()))
+}
+
+fn metadata(v: &ValidChallenge, name: String, component: &str) -> Value {
+    json!({
+        "name": name,
+        "namespace": v.namespace,
+        "labels": v.labels(component),
+        "ownerReferences": [v.owner],
+    })
+}
+
+fn headless_service(v: &ValidChallenge, component: &str, ports: Value) -> Service {
+    typed(json!({
+        "metadata": metadata(v, v.object_name(component), component),
+        "spec": {
+            "clusterIP": "None",
+            // Brokers must find each other (DLedger) before they are Ready.
+            "publishNotReadyAddresses": true,
+            "selector": v.selector(component),
+            "ports": ports,
+        },
+    }))
+}
+
+pub fn namesrv_service(v: &ValidChallenge) -> Service {
+    headless_service(v, "namesrv", json!([{"name": "namesrv", "port": NAMESRV_PORT}]))
+}
+
+pub fn namesrv(v: &ValidChallenge) -> StatefulSet {
+    typed(json!({
+        "metadata": metadata(v, v.object_name("namesrv"), "namesrv"),
+        "spec": {
+            "replicas": 1,
+            "serviceName": v.object_name("namesrv"),
+            "selector": {"matchLabels": v.selector("namesrv")},
+            "template": {
+                "metadata": {"labels": v.labels("namesrv")},
+                "spec": {
+                    "enableServiceLinks": false,
+                    "containers": [{
+                        "name": "namesrv",
+                        "image": v.rocketmq_image,
+                        "command": ["sh", "mqnamesrv"],
+                        "env": [{"name": "JAVA_OPT_EXT", "value": JAVA_OPTS}],
+                        "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}],
+                        "readinessProbe": {"tcpSocket": {"port": NAMESRV_PORT}, "periodSeconds": 5},
+                        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "768Mi"}},
+                    }],
+                },
+            },
+        },
+    }))
+}
+
+/// `broker-<ordinal>.conf` per broker, with the keys the local test
+/// environment uses (testenv's `BrokerConfig::to_properties`); `@POD_IP@`
+/// is replaced at start, since a broker registers its own address.
+pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
+    let mut lines: Vec<(String, String)> = vec![
+        ("brokerClusterName".into(), "dojo".into()),
+        ("brokerName".into(), if v.level.brokers == 3 { "dojo-dledger".into() } else { "broker-a".into() }),
+        ("brokerId".into(), "0".into()),
+        ("brokerIP1".into(), "@POD_IP@".into()),
+        ("listenPort".into(), BROKER_PORT.to_string()),
+        ("haListenPort".into(), (BROKER_PORT + 1).to_string()),
+        ("namesrvAddr".into(), v.namesrv_addr()),
+        ("storePathRootDir".into(), "/home/rocketmq/store".into()),
+        ("storePathCommitLog".into(), "/home/rocketmq/store/commitlog".into()),
+        ("mappedFileSizeCommitLog".into(), (64 * 1024 * 1024).to_string()),
+        ("mappedFileSizeConsumeQueue".into(), (300_000 * 20).to_string()),
+        ("autoCreateTopicEnable".into(), "true".into()),
+        ("autoCreateSubscriptionGroup".into(), "true".into()),
+        ("enablePropertyFilter".into(), "true".into()),
+        ("traceTopicEnable".into(), "true".into()),
+        ("diskMaxUsedSpaceRatio".into(), "95".into()),
+        ("flushDiskType".into(), "ASYNC_FLUSH".into()),
+    ];
+    if v.level.brokers == 3 {
+        let sts = v.object_name("broker");
+        let peers: Vec<String> =
+            (0..3).map(|i| format!("n{i}-{sts}-{i}.{sts}.{}.svc:{DLEDGER_PORT}", v.namespace)).collect();
+        lines.extend([
+            ("enableDLegerCommitLog".into(), "true".into()),
+            ("dLegerGroup".into(), "dojo-dledger".into()),
+            ("dLegerPeers".into(), peers.join(";")),
+            ("dLegerSelfId".into(), format!("n{ordinal}")),
+        ]);
+    }
+    lines.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+pub fn broker_config(v: &ValidChallenge) -> ConfigMap {
+    let data: BTreeMap<String, String> =
+        (0..v.level.brokers as usize).map(|i| (format!("broker-{i}.conf"), broker_conf(v, i))).collect();
+    typed(json!({"metadata": metadata(v, v.object_name("broker"), "broker"), "data": data}))
+}
+
+pub fn broker_service(v: &ValidChallenge) -> Service {
+    headless_service(
+        v,
+        "broker",
+        json!([
+            {"name": "broker", "port": BROKER_PORT},
+            {"name": "fast", "port": BROKER_PORT - 2},
+            {"name": "ha", "port": BROKER_PORT + 1},
+            {"name": "dledger", "port": DLEDGER_PORT},
+        ]),
+    )
+}
+
+pub fn broker(v: &ValidChallenge) -> StatefulSet {
+    let start = format!(
+        "set -e; ordinal=${{HOSTNAME##*-}}; sed \"s/@POD_IP@/$POD_IP/\" {CONF_DIR}/broker-$ordinal.conf > {BROKER_CONF}; exec sh mqbroker -c {BROKER_CONF}"
+    );
+    let mut pod_spec = json!({
+        "enableServiceLinks": false,
+        "containers": [{
+            "name": "broker",
+            "image": v.rocketmq_image,
+            "command": ["sh", "-c", start],
+            "env": [
+                {"name": "JAVA_OPT_EXT", "value": JAVA_OPTS},
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            ],
+            "ports": [
+                {"name": "broker", "containerPort": BROKER_PORT},
+                {"name": "fast", "containerPort": BROKER_PORT - 2},
+                {"name": "ha", "containerPort": BROKER_PORT + 1},
+                {"name": "dledger", "containerPort": DLEDGER_PORT},
+            ],
+            "readinessProbe": {"tcpSocket": {"port": BROKER_PORT}, "periodSeconds": 5},
+            "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}},
+            "volumeMounts": [
+                {"name": "config", "mountPath": CONF_DIR},
+                {"name": "conf", "mountPath": "/home/rocketmq/conf"},
+                {"name": "store", "mountPath": "/home/rocketmq/store"},
+            ],
+        }],
+        // An exercise's messages live as long as its pod: no volume claims
+        // to provision or to leave behind.
+        "volumes": [
+            {"name": "config", "configMap": {"name": v.object_name("broker")}},
+            {"name": "conf", "emptyDir": {}},
+            {"name": "store", "emptyDir": {}},
+        ],
+    });
+    if v.level.brokers == 3 {
+        pod_spec["topologySpreadConstraints"] = json!([{
+            "maxSkew": 1,
+            "minDomains": 3,
+            "topologyKey": ZONE_KEY,
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": v.selector("broker")},
+        }]);
+        pod_spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": ZONE_KEY, "operator": "In", "values": v.zones}]}],
+        }}});
+    }
+    typed(json!({
+        "metadata": metadata(v, v.object_name("broker"), "broker"),
+        "spec": {
+            "replicas": v.level.brokers,
+            "serviceName": v.object_name("broker"),
+            // A DLedger group elects only when its peers run: start them together.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": v.selector("broker")},
+            "template": {"metadata": {"labels": v.labels("broker")}, "spec": pod_spec},
+        },
+    }))
+}
+
+pub fn broker_pdb(v: &ValidChallenge) -> Option<PodDisruptionBudget> {
+    (v.level.brokers == 3).then(|| {
+        typed(json!({
+            "metadata": metadata(v, v.object_name("broker"), "broker"),
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": v.selector("broker")}},
+        }))
+    })
+}
+
+/// Exactly the environment contract of DESIGN.md, plus the learner's own variables.
+pub fn workload(v: &ValidChallenge) -> Deployment {
+    let mut env = vec![
+        json!({"name": "NAMESRV_ADDR", "value": v.namesrv_addr()}),
+        json!({"name": "WORLD_URL", "value": v.world_url()}),
+        json!({"name": "DOJO_LEVEL", "value": v.level.number.to_string()}),
+        json!({"name": "DOJO_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+    ];
+    if v.level.otlp {
+        env.push(json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": v.otlp_endpoint()}));
+    }
+    env.extend(v.workload.env.iter().map(|e| json!({"name": e.name, "value": e.value})));
+    let mut container = json!({"name": "workload", "image": v.workload.image, "env": env});
+    if let Some(p) = v.workload.image_pull_policy {
+        container["imagePullPolicy"] = json!(p.as_str());
+    }
+    if let Some(c) = &v.workload.command {
+        container["command"] = json!(c);
+    }
+    if let Some(a) = &v.workload.args {
+        container["args"] = json!(a);
+    }
+    if let Some(r) = &v.workload.resources {
+        container["resources"] = json!({"requests": r.requests, "limits": r.limits});
+    }
+    let mut labels = v.labels("workload");
+    labels.insert(ATTEMPT_LABEL.into(), v.attempt.to_string());
+    typed(json!({
+        "metadata": metadata(v, v.object_name("workload"), "workload"),
+        "spec": {
+            "replicas": 1,
+            // Two versions of a learner's program at once would blur the verdict.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": v.selector("workload")},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"enableServiceLinks": false, "automountServiceAccountToken": false, "containers": [container]},
+            },
+        },
+    }))
+}
+
+pub fn verifier_account(v: &ValidChallenge) -> ServiceAccount {
+    typed(json!({"metadata": metadata(v, v.object_name("verifier"), "verifier")}))
+}
+
+/// Only what fault injection needs, in this namespace: see the pods, kill
+/// the Challenge's RocketMQ pods by name, pause them (exec `kill -STOP`),
+/// scale the workload, and cut pods off with NetworkPolicies.
+pub fn verifier_role(v: &ValidChallenge) -> Role {
+    let mut rocketmq_pods = vec![format!("{}-0", v.object_name("namesrv"))];
+    rocketmq_pods.extend((0..v.level.brokers).map(|i| format!("{}-{i}", v.object_name("broker"))));
+    typed(json!({
+        "metadata": metadata(v, v.object_name("verifier"), "verifier"),
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"], "resourceNames": rocketmq_pods},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"], "resourceNames": rocketmq_pods},
+            {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "patch"], "resourceNames": [v.object_name("workload")]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "create", "delete"]},
+        ],
+    }))
+}
+
+pub fn verifier_binding(v: &ValidChallenge) -> RoleBinding {
+    typed(json!({
+        "metadata": metadata(v, v.object_name("verifier"), "verifier"),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": v.object_name("verifier")},
+        "subjects": [{"kind": "ServiceAccount", "name": v.object_name("verifier"), "namespace": v.namespace}],
+    }))
+}
+
+/// The world: served by the verifier pod of the current attempt.
+pub fn world_service(v: &ValidChallenge) -> Service {
+    let mut ports = vec![json!({"name": "http", "port": WORLD_PORT})];
+    if v.level.otlp {
+        ports.push(json!({"name": "otlp", "port": OTLP_PORT}));
+    }
+    typed(json!({
+        "metadata": metadata(v, v.object_name("world"), "world"),
+        "spec": {"selector": v.selector("verifier"), "ports": ports},
+    }))
+}
+
+/// The Challenge's pods talk to each other and to DNS, nothing else.
+pub fn isolation(v: &ValidChallenge) -> NetworkPolicy {
+    let own = json!({"podSelector": {"matchLabels": v.challenge_selector()}});
+    typed(json!({
+        "metadata": metadata(v, v.object_name("isolation"), "isolation"),
+        "spec": {
+            "podSelector": {"matchLabels": v.challenge_selector()},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [own]}],
+            "egress": [
+                {"to": [own]},
+                {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            ],
+        },
+    }))
+}
+
+/// The verifier alone may also reach the API server (fault injection).
+pub fn verifier_apiserver(v: &ValidChallenge) -> NetworkPolicy {
+    typed(json!({
+        "metadata": metadata(v, v.object_name("verifier-apiserver"), "isolation"),
+        "spec": {
+            "podSelector": {"matchLabels": v.selector("verifier")},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}],
+        },
+    }))
+}
+
+fn fault_json(f: &dojo_crds::Fault) -> Value {
+    let action = match f.action {
+        FaultAction::Kill => "kill",
+        FaultAction::Pause => "pause",
+        FaultAction::Isolate => "isolate",
+    };
+    let component = f.component.map(|c| match c {
+        Component::Namesrv => "namesrv",
+        Component::Broker => "broker",
+        Component::BrokerLeader => "broker-leader",
+        Component::Workload => "workload",
+    });
+    json!({"atSeconds": f.at_seconds, "action": action, "component": component, "zone": f.zone, "durationSeconds": f.duration_seconds})
+}
+
+/// The verifier of the current attempt. It writes its report, size-bounded,
+/// to /dev/termination-log, which the operator reads from the pod status.
+pub fn verifier_job(v: &ValidChallenge) -> Job {
+    let mut env = vec![
+        json!({"name": "DOJO_CHALLENGE", "value": v.name}),
+        json!({"name": "DOJO_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "DOJO_ATTEMPT", "value": v.attempt.to_string()}),
+        json!({"name": "DOJO_LEVEL", "value": v.level.number.to_string()}),
+        json!({"name": "NAMESRV_ADDR", "value": v.namesrv_addr()}),
+        json!({"name": "DOJO_RUN_SECONDS", "value": v.run_seconds.to_string()}),
+        json!({"name": "DOJO_WORKLOAD_SELECTOR", "value": format!("dojo.rmq.dev/challenge={},app.kubernetes.io/component=workload", v.name)}),
+        json!({"name": "DOJO_FAULTS", "value": Value::Array(v.faults.iter().map(fault_json).collect()).to_string()}),
+        json!({"name": "WORLD_LISTEN", "value": format!("0.0.0.0:{WORLD_PORT}")}),
+    ];
+    if let Some(m) = v.messages {
+        env.push(json!({"name": "DOJO_MESSAGES", "value": m.to_string()}));
+    }
+    if let Some(r) = v.rate_per_second {
+        env.push(json!({"name": "DOJO_RATE_PER_SECOND", "value": r.to_string()}));
+    }
+    if !v.zones.is_empty() {
+        env.push(json!({"name": "DOJO_ZONES", "value": v.zones.join(",")}));
+    }
+    let mut ports = vec![json!({"name": "http", "containerPort": WORLD_PORT})];
+    if v.level.otlp {
+        env.push(json!({"name": "OTLP_LISTEN", "value": format!("0.0.0.0:{OTLP_PORT}")}));
+        ports.push(json!({"name": "otlp", "containerPort": OTLP_PORT}));
+    }
+    let mut labels = v.labels("verifier");
+    labels.insert(ATTEMPT_LABEL.into(), v.attempt.to_string());
+    let mut meta = metadata(v, v.verifier_job_name(), "verifier");
+    meta["labels"] = json!(labels);
+    typed(json!({
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            // The run budget plus time to start and to write the report.
+            "activeDeadlineSeconds": v.run_seconds + 180,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": v.object_name("verifier"),
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": false,
+                    "containers": [{
+                        "name": "verifier",
+                        "image": v.verifier_image,
+                        "command": ["dojo-verifier", "--level", v.level.number.to_string(), "--platform", "kube"],
+                        "env": env,
+                        "ports": ports,
+                        "terminationMessagePath": "/dev/termination-log",
+                        "terminationMessagePolicy": "File",
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                    }],
+                },
+            },
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::challenge;
+    use crate::validate::validate;
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    fn valid(level: u8) -> ValidChallenge {
+        validate(&challenge(level), 1).unwrap()
+    }
+
+    fn env_names(spec: &PodSpec) -> Vec<String> {
+        spec.containers[0].env.clone().unwrap_or_default().into_iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn every_object_is_owned_and_labelled() {
+        let v = valid(12);
+        let o = build(&v);
+        let metas = [
+            &o.namesrv_service.metadata,
+            &o.namesrv.metadata,
+            &o.broker_config.metadata,
+            &o.broker_service.metadata,
+            &o.broker.metadata,
+            &o.broker_pdb.as_ref().unwrap().metadata,
+            &o.verifier_account.metadata,
+            &o.verifier_role.metadata,
+            &o.verifier_binding.metadata,
+            &o.world_service.metadata,
+            &o.isolation.metadata,
+            &o.verifier_apiserver.metadata,
+            &o.workload.metadata,
+            &o.verifier_job.metadata,
+        ];
+        for m in metas {
+            let name = m.name.as_deref().unwrap();
+            assert!(name.starts_with("orders-"), "{name}");
+            assert_eq!(m.namespace.as_deref(), Some("team-a"));
+            let owners = m.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].controller), ("Challenge", "orders", Some(true)));
+            let labels = m.labels.as_ref().unwrap();
+            for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"] {
+                assert!(labels.contains_key(key), "{name} lacks {key}");
+            }
+            assert_eq!(labels["dojo.rmq.dev/challenge"], "orders");
+            assert_eq!(labels["dojo.rmq.dev/level"], "12");
+        }
+    }
+
+    #[test]
+    fn workload_gets_exactly_the_environment_contract() {
+        let o = build(&valid(3));
+        let spec = o.workload.spec.unwrap().template.spec.unwrap();
+        assert_eq!(env_names(&spec), ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", "DOJO_INSTANCE"]);
+        let env = spec.containers[0].env.clone().unwrap();
+        assert_eq!(env[0].value.as_deref(), Some("orders-namesrv.team-a.svc:9876"));
+        assert_eq!(env[1].value.as_deref(), Some("http://orders-world.team-a.svc:8080"));
+        assert_eq!(env[2].value.as_deref(), Some("3"));
+        let field = env[3].value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+        assert_eq!(field.field_path, "metadata.name");
+        assert_eq!(spec.containers[0].image.as_deref(), Some("registry.example/shop/orders:1.0"));
+
+        let spec10 = build(&valid(10)).workload.spec.unwrap().template.spec.unwrap();
+        assert_eq!(env_names(&spec10).last().map(String::as_str), Some("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    }
+
+    #[test]
+    fn learner_env_command_and_resources_are_passed_through() {
+        let mut ch = challenge(4);
+        ch.spec.workload.env.push(dojo_crds::EnvVar { name: "RUST_LOG".into(), value: "debug".into() });
+        ch.spec.workload.command = Some(vec!["/app/orders".into()]);
+        ch.spec.workload.resources = Some(serde_yaml::from_str("{requests: {cpu: 1, memory: 256Mi}}").unwrap());
+        let d = workload(&validate(&ch, 1).unwrap());
+        let c = d.spec.unwrap().template.spec.unwrap().containers.remove(0);
+        assert_eq!(c.env.unwrap().last().unwrap().name, "RUST_LOG");
+        assert_eq!(c.command.unwrap(), ["/app/orders"]);
+        assert_eq!(c.resources.unwrap().requests.unwrap()["cpu"].0, "1");
+    }
+
+    #[test]
+    fn single_broker_below_level_12() {
+        let v = valid(5);
+        let o = build(&v);
+        assert_eq!(o.broker.spec.as_ref().unwrap().replicas, Some(1));
+        assert!(o.broker_pdb.is_none());
+        let conf = &o.broker_config.data.as_ref().unwrap()["broker-0.conf"];
+        assert!(conf.contains("namesrvAddr=orders-namesrv.team-a.svc:9876\n"));
+        assert!(conf.contains("enablePropertyFilter=true\n") && conf.contains("traceTopicEnable=true\n"));
+        assert!(!conf.contains("DLeger"));
+        let pod = o.broker.spec.unwrap().template.spec.unwrap();
+        assert!(pod.topology_spread_constraints.is_none());
+        assert_eq!(o.namesrv.spec.unwrap().template.spec.unwrap().containers[0].command.clone().unwrap(), ["sh", "mqnamesrv"]);
+    }
+
+    #[test]
+    fn level_12_is_one_dledger_group_spread_over_three_zones() {
+        let v = valid(12);
+        let o = build(&v);
+        let sts = o.broker.spec.unwrap();
+        assert_eq!(sts.replicas, Some(3));
+        assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
+        let pod = sts.template.spec.unwrap();
+        let spread = &pod.topology_spread_constraints.unwrap()[0];
+        assert_eq!((spread.max_skew, spread.topology_key.as_str(), spread.when_unsatisfiable.as_str()), (1, ZONE_KEY, "DoNotSchedule"));
+        let terms = &pod.affinity.unwrap().node_affinity.unwrap().required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
+        assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].values.as_ref().unwrap(), &["zone-a", "zone-b", "zone-c"]);
+        let data = o.broker_config.data.unwrap();
+        assert_eq!(data.len(), 3);
+        for i in 0..3 {
+            let conf = &data[&format!("broker-{i}.conf")];
+            assert!(conf.contains("enableDLegerCommitLog=true\n"));
+            assert!(conf.contains(&format!("dLegerSelfId=n{i}\n")));
+            assert!(conf.contains("dLegerPeers=n0-orders-broker-0.orders-broker.team-a.svc:40911;n1-orders-broker-1.orders-broker.team-a.svc:40911;n2-"));
+            assert!(conf.contains("brokerName=dojo-dledger\n"));
+        }
+        let pdb = o.broker_pdb.unwrap().spec.unwrap();
+        assert_eq!(pdb.min_available.unwrap(), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2));
+    }
+
+    #[test]
+    fn verifier_job_carries_the_run_and_reports_through_its_termination_message() {
+        let mut ch = challenge(12);
+        ch.spec.faults = serde_yaml::from_str("[{atSeconds: 30, action: kill, component: broker-leader}, {atSeconds: 60, action: isolate, zone: zone-b, durationSeconds: 30}]").unwrap();
+        let v = validate(&ch, 3).unwrap();
+        let job = verifier_job(&v);
+        assert_eq!(job.metadata.name.as_deref(), Some("orders-verifier-3"));
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("orders-verifier"));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some(dojo_crds::DEFAULT_VERIFIER_IMAGE));
+        assert_eq!(c.command.clone().unwrap(), ["dojo-verifier", "--level", "12", "--platform", "kube"]);
+        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        let env: BTreeMap<String, String> = c.env.clone().unwrap().into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+        assert_eq!(env["DOJO_ZONES"], "zone-a,zone-b,zone-c");
+        let faults: Value = serde_json::from_str(&env["DOJO_FAULTS"]).unwrap();
+        assert_eq!(faults[1]["zone"], "zone-b");
+        assert_eq!(faults[0]["component"], "broker-leader");
+    }
+
+    #[test]
+    fn verifier_role_is_namespaced_and_names_its_pods() {
+        let role = verifier_role(&valid(12));
+        let rules = role.rules.unwrap();
+        let delete = rules.iter().find(|r| r.verbs.contains(&"delete".to_string()) && r.resources.as_ref().unwrap() == &["pods"]).unwrap();
+        assert_eq!(delete.resource_names.clone().unwrap(), ["orders-namesrv-0", "orders-broker-0", "orders-broker-1", "orders-broker-2"]);
+        assert!(rules.iter().all(|r| !r.verbs.contains(&"*".to_string())));
+        let binding = verifier_binding(&valid(12));
+        assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some("team-a"));
+    }
+
+    #[test]
+    fn network_policy_admits_only_the_challenge_and_dns() {
+        let np = isolation(&valid(3)).spec.unwrap();
+        assert_eq!(np.pod_selector.unwrap().match_labels.unwrap()["dojo.rmq.dev/challenge"], "orders");
+        assert_eq!(np.policy_types.unwrap(), ["Ingress", "Egress"]);
+        let egress = np.egress.unwrap();
+        assert_eq!(egress.len(), 2);
+        let dns_ports: Vec<i32> = egress[1].ports.clone().unwrap().iter().map(|p| match p.port.clone().unwrap() {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i,
+            other => panic!("{other:?}"),
+        }).collect();
+        assert_eq!(dns_ports, [53, 53]);
+        let from = &np.ingress.unwrap()[0].from.clone().unwrap()[0];
+        assert_eq!(from.pod_selector.clone().unwrap().match_labels.unwrap()["dojo.rmq.dev/challenge"], "orders");
+    }
+}
