@@ -3,8 +3,7 @@
 //! bytes). Only the fields the operator uses; unknown fields are ignored,
 //! so the verifier may add some. The operator does not link the verifier
 //! itself: that crate carries the RocketMQ client and the scenarios, which
-//! have no place in the operator's image. `tests/report_contract.rs` feeds
-//! this type the verifier's real output.
+//! have no place in the operator's image.
 
 use serde::Deserialize;
 

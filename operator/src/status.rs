@@ -202,8 +202,7 @@ mod tests {
         Observation { job: Some(JobObservation { name: "orders-verifier-1".into(), failed: None, pod: Some(pod) }), ..ready() }
     }
 
-    /// A report as the verifier writes it (see `tests/report_contract.rs`
-    /// for the verifier's own output).
+    /// A report as the verifier writes it (`Report::to_bounded_json`).
     fn report(checks: &[(&str, &str)]) -> String {
         let verdict = if checks.iter().any(|c| c.1 == "fail") { "fail" } else if checks.iter().any(|c| c.1 == "error") { "error" } else { "pass" };
         let checks: Vec<Value> = checks.iter().map(|(id, v)| json!({"id": id, "title": id, "verdict": v, "summary": "seen", "evidence": [format!("{id}-evidence")]})).collect();
