@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::MQAdminReadExt;
 
-use crate::client::Clients;
+use dojo_kit::Clients;
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::process::Component;
@@ -98,7 +98,7 @@ impl DLedgerGroup {
     }
 
     pub fn clients(&self, scope: &'static str) -> Result<Clients> {
-        Clients::new(scope, self.namesrv_addr())
+        Ok(Clients::new(scope, self.namesrv_addr())?)
     }
 
     pub fn dir(&self) -> &Path {
@@ -185,7 +185,7 @@ impl DLedgerGroup {
 
     /// Reconnects every isolated zone.
     pub fn heal(&mut self) -> Result<()> {
-        for (b, frozen) in self.brokers.iter().zip(self.frozen.iter_mut()) {
+        for (b, frozen) in self.brokers.iter_mut().zip(self.frozen.iter_mut()) {
             if *frozen {
                 b.resume()?;
                 *frozen = false;

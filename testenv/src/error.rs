@@ -25,6 +25,9 @@ pub enum Error {
     #[error("{what}: {detail}")]
     Failed { what: String, detail: String },
 
+    #[error("RocketMQ client: {0}")]
+    Client(#[from] dojo_kit::KitError),
+
     #[error("I/O on {path}: {source}")]
     Io { path: PathBuf, #[source] source: std::io::Error },
 }

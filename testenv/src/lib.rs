@@ -10,9 +10,11 @@
 //! Everything listens on 127.0.0.1 on free ports, keeps its data and logs in a
 //! temporary folder, and is torn down on drop.
 
+// The RocketMQ client's futures are deep; the compiler needs room to lay them out.
+#![recursion_limit = "512"]
+
 pub mod cache;
 pub mod certs;
-pub mod client;
 pub mod control_plane;
 pub mod dledger;
 mod error;
@@ -20,7 +22,7 @@ pub mod ports;
 pub mod process;
 pub mod rocketmq;
 
-pub use client::Clients;
+pub use dojo_kit::Clients;
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use dledger::DLedgerGroup;
 pub use error::{Error, Result};

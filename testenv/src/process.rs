@@ -69,6 +69,17 @@ pub struct Component {
     pub log: PathBuf,
 }
 
+/// How [`Process::stop`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// It exited by itself within the grace period (else it was killed).
+    pub exited_in_time: bool,
+    /// `exit status: 0`, `signal: 9 (SIGKILL)`, ...
+    pub status: String,
+    /// Exited in time with status 0.
+    pub success: bool,
+}
+
 /// A running (or exited) child process. Dropping it kills its process group.
 #[derive(Debug)]
 pub struct Process {
@@ -134,7 +145,11 @@ impl Process {
         self.child.as_ref().map(Child::id)
     }
 
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
+    fn signal(&mut self, sig: libc::c_int) -> Result<()> {
+        // A reaped child's pid may be reused: signal only a live one.
+        if self.exit_status().is_some() {
+            return Err(Error::failed(&self.name, "has exited"));
+        }
         let Some(pid) = self.pid() else {
             return Err(Error::failed(&self.name, "is not running"));
         };
@@ -159,9 +174,9 @@ impl Process {
         self.child.is_some() && self.exit_status().is_none()
     }
 
-    /// SIGKILL to the group, then reap.
+    /// SIGKILL to the group, then reap. The exit status stays readable.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.as_mut() {
             if child.try_wait().ok().flatten().is_none() {
                 // SAFETY: see `signal`.
                 unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
@@ -172,29 +187,38 @@ impl Process {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub fn stop(&mut self, grace: Duration) -> Result<()> {
-        let Some(child) = self.child.as_mut() else { return Ok(()) };
-        if child.try_wait().ok().flatten().is_none() {
+    pub async fn stop(&mut self, grace: Duration) -> Result<Stopped> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(Stopped { exited_in_time: true, status: "never started".into(), success: false });
+        };
+        let mut exited = child.try_wait().ok().flatten();
+        if exited.is_none() {
             // A stopped process cannot handle SIGTERM.
             let _ = self.signal(libc::SIGCONT);
             let _ = self.signal(libc::SIGTERM);
             let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if self.exit_status().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            while exited.is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             }
         }
-        self.kill()
+        let exited_in_time = exited.is_some();
+        // Whatever is left of the group goes too.
+        self.kill()?;
+        let status = self.child.as_mut().and_then(|c| c.wait().ok());
+        Ok(Stopped {
+            exited_in_time,
+            status: status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+            success: exited_in_time && status.is_some_and(|s| s.success()),
+        })
     }
 
     /// SIGSTOP: the process stays, frozen, holding its sockets open.
-    pub fn pause(&self) -> Result<()> {
+    pub fn pause(&mut self) -> Result<()> {
         self.signal(libc::SIGSTOP)
     }
 
-    pub fn resume(&self) -> Result<()> {
+    pub fn resume(&mut self) -> Result<()> {
         self.signal(libc::SIGCONT)
     }
 
@@ -212,6 +236,11 @@ impl Process {
     /// Resident memory of the process (not its children), in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.pid()?)
+    }
+
+    /// Number of threads of the process.
+    pub fn threads(&self) -> Option<u64> {
+        status_field(self.pid()?, "Threads:")
     }
 
     /// The last `lines` lines of the log.
@@ -244,8 +273,13 @@ impl Drop for Process {
 
 /// `VmRSS` of a pid, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// A numeric field of `/proc/PID/status` (`VmRSS:`, `Threads:`, ...).
+fn status_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The last `lines` lines of a file (reads at most its last 64 KiB).

@@ -11,7 +11,7 @@ use rocketmq_client_rust::DefaultMQPullConsumer;
 use rocketmq_model::common::message::message_single::Message;
 
 use crate::cache;
-use crate::client::Clients;
+use dojo_kit::Clients;
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::process::{self, Component, Process, Spec};
@@ -162,8 +162,8 @@ impl Server {
     }
 
     /// Graceful stop (SIGTERM, the JVM's shutdown hooks run), SIGKILL after 15 s.
-    pub fn stop(&mut self) -> Result<()> {
-        self.proc_.stop(Duration::from_secs(15))
+    pub async fn stop(&mut self) -> Result<()> {
+        self.proc_.stop(Duration::from_secs(15)).await.map(drop)
     }
 
     /// SIGKILL: a crash, nothing flushed beyond what the store already wrote.
@@ -172,11 +172,11 @@ impl Server {
     }
 
     /// SIGSTOP: the process hangs with its sockets open (a stalled broker).
-    pub fn pause(&self) -> Result<()> {
+    pub fn pause(&mut self) -> Result<()> {
         self.proc_.pause()
     }
 
-    pub fn resume(&self) -> Result<()> {
+    pub fn resume(&mut self) -> Result<()> {
         self.proc_.resume()
     }
 
@@ -318,7 +318,7 @@ pub async fn probe_send_receive(clients: &Clients, timeout: Duration) -> std::re
     }
     .await;
     producer.shutdown().await;
-    let _ = consumer.shutdown().await;
+    dojo_kit::shutdown_pull_consumer_in_background(consumer);
     result
 }
 
@@ -447,7 +447,7 @@ impl RocketMq {
 
     /// Clients pointed at this cluster's name server.
     pub fn clients(&self, scope: &'static str) -> Result<Clients> {
-        Clients::new(scope, self.namesrv_addr())
+        Ok(Clients::new(scope, self.namesrv_addr())?)
     }
 }
 

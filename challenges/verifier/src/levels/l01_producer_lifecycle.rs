@@ -1,0 +1,206 @@
+//! Level 1 — producer lifecycle. An HTTP notification service sends one
+//! message per `POST /notify`. The verifier loads it, watches the broker's
+//! producer connections and the process's threads and memory, stops it with
+//! SIGTERM, and reads the topic.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::Ctx;
+use crate::broker;
+use crate::platform::Platform;
+use crate::report::Check;
+
+pub const TOPIC: &str = "order-notify";
+pub const GROUP: &str = "order-notifier";
+const INSTANCE: &str = "notifier-0";
+/// The load runs for a fixed time, so a slow service simply serves fewer.
+const LOAD: Duration = Duration::from_secs(8);
+const CONCURRENCY: usize = 8;
+/// A producer per instance, plus one the client may open while reconnecting.
+const MAX_PRODUCERS: usize = 2;
+const MAX_THREAD_GROWTH: u64 = 16;
+const MAX_RSS_GROWTH_MIB: f64 = 64.0;
+/// Requests per second a reused producer sustains easily on 2 cores; a
+/// producer started per request cannot.
+const MIN_THROUGHPUT: f64 = 300.0;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+struct Outcome {
+    order_id: String,
+    status: Option<u16>,
+    latency: Duration,
+}
+
+pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
+    ctx.phase(&format!("starting workload instance {INSTANCE}"));
+    if let Err(e) = ctx.platform.start_workload(INSTANCE).await {
+        ctx.judge(Check::error("workload-started", "the workload starts", e.to_string()));
+        return;
+    }
+    let addr = ctx.platform.workload_addr(INSTANCE).expect("level 1 workloads serve HTTP");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
+    if let Err(why) = wait_healthy(ctx, &http, &addr).await {
+        let tail = ctx.platform.workload_log_tail(INSTANCE, 15);
+        ctx.judge(Check::fail("workload-started", "the workload starts and answers /healthz", why).with_evidence(tail.lines().map(String::from)));
+        return;
+    }
+
+    ctx.phase("warm-up: 20 requests");
+    for i in 0..20 {
+        let _ = notify(&http, &addr, &format!("warmup-{i}")).await;
+    }
+    let baseline = ctx.platform.workload_stats(INSTANCE);
+
+    ctx.phase(&format!("load: {}s of requests, {CONCURRENCY} at a time, sampling the broker's producers", LOAD.as_secs()));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let load = futures::future::join_all((0..CONCURRENCY).map(|_| {
+        let (http, addr, outcomes, next) = (http.clone(), addr.clone(), Arc::clone(&outcomes), Arc::clone(&next));
+        async move {
+            while started.elapsed() < LOAD {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let order_id = format!("order-{i:05}");
+                let t = Instant::now();
+                let status = notify(&http, &addr, &order_id).await;
+                outcomes.lock().await.push(Outcome { order_id, status, latency: t.elapsed() });
+            }
+        }
+    }));
+    let mut load = std::pin::pin!(load);
+    let mut samples: Vec<(f64, Result<Vec<String>, String>)> = Vec::new();
+    let mut peak_stats = baseline;
+    loop {
+        tokio::select! {
+            _ = &mut load => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                let conns = broker::producer_connections(ctx.clients, GROUP, TOPIC).await;
+                samples.push((started.elapsed().as_secs_f64(), conns));
+                if let Some(s) = ctx.platform.workload_stats(INSTANCE) {
+                    peak_stats = Some(peak_stats.map_or(s, |p| crate::platform::WorkloadStats { threads: p.threads.max(s.threads), rss_kib: p.rss_kib.max(s.rss_kib) }));
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    // One more look once the load is over: connections that were never closed are still there.
+    samples.push((elapsed.as_secs_f64(), broker::producer_connections(ctx.clients, GROUP, TOPIC).await));
+    if let Some(s) = ctx.platform.workload_stats(INSTANCE) {
+        peak_stats = Some(peak_stats.map_or(s, |p| crate::platform::WorkloadStats { threads: p.threads.max(s.threads), rss_kib: p.rss_kib.max(s.rss_kib) }));
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().await);
+
+    let accepted: BTreeSet<String> = outcomes.iter().filter(|o| o.status == Some(200)).map(|o| o.order_id.clone()).collect();
+    let requests = outcomes.len();
+    let throughput = requests as f64 / elapsed.as_secs_f64();
+    let mut latencies: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
+    latencies.sort();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
+    ctx.figure("requests", requests as f64, "");
+    ctx.figure("accepted (200)", accepted.len() as f64, "");
+    ctx.figure("throughput", throughput, "requests/s");
+    ctx.figure("p99 latency", p99.as_secs_f64() * 1000.0, "ms");
+
+    ctx.phase(&format!("SIGTERM to {INSTANCE}, {}s to exit", SHUTDOWN_GRACE.as_secs()));
+    let stop = ctx.platform.stop_workload(INSTANCE, SHUTDOWN_GRACE).await;
+
+    ctx.phase(&format!("reading topic {TOPIC} from the broker"));
+    let on_topic = broker::keys_on_topic(ctx.clients, TOPIC).await;
+
+    // Checks, judged in order of what a learner should look at first.
+    let refused: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != Some(200)).collect();
+    let min_accepted = requests * 99 / 100;
+    ctx.judge(if accepted.len() >= min_accepted {
+        Check::pass("requests-accepted", "the service accepts the requests it is sent", format!("{}/{requests} answered 200", accepted.len()))
+    } else {
+        Check::fail("requests-accepted", "the service accepts the requests it is sent", format!("only {}/{requests} answered 200 (need {min_accepted})", accepted.len()))
+            .with_evidence(refused.iter().map(|o| format!("{}: {}", o.order_id, o.status.map_or("no answer".to_string(), |s| format!("HTTP {s}")))))
+    });
+
+    ctx.judge(match &on_topic {
+        Err(e) => Check::error("accepted-on-topic", "every accepted request's message is on the topic", format!("could not read {TOPIC}: {e}")),
+        Ok(keys) => {
+            let missing: Vec<&String> = accepted.iter().filter(|k| !keys.contains_key(*k)).collect();
+            if missing.is_empty() {
+                Check::pass("accepted-on-topic", "every accepted request's message is on the topic", format!("all {} accepted order ids found on {TOPIC}", accepted.len()))
+            } else {
+                Check::fail("accepted-on-topic", "every accepted request's message is on the topic", format!("{} order ids answered 200 but absent from {TOPIC}", missing.len()))
+                    .with_evidence(missing.iter().map(|k| format!("{k}: answered 200, no message with this key")))
+            }
+        }
+    });
+
+    let peak_conns = samples.iter().filter_map(|(_, c)| c.as_ref().ok().map(Vec::len)).max();
+    ctx.figure("peak producer connections", peak_conns.unwrap_or(0) as f64, "");
+    ctx.judge(match peak_conns {
+        None => Check::error("producer-connections-bounded", "the broker holds a bounded number of producer connections", "no sample of the broker's producer connections succeeded")
+            .with_evidence(samples.iter().filter_map(|(t, c)| c.as_ref().err().map(|e| format!("t={t:.1}s: {e}")))),
+        Some(peak) if peak <= MAX_PRODUCERS => Check::pass("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("at most {peak} connection(s) for group {GROUP} (limit {MAX_PRODUCERS})")),
+        Some(peak) => Check::fail("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("the broker held up to {peak} connections for group {GROUP} (limit {MAX_PRODUCERS}): producers are created and never shut down"))
+            .with_evidence(samples.iter().filter_map(|(t, c)| c.as_ref().ok().map(|n| format!("t={t:.1}s: {} producer connections", n.len())))),
+    });
+
+    // Reuse: the same producer all along, not a fresh one per request (one
+    // started and shut down per request leaves few alive at any instant).
+    let distinct: BTreeSet<&String> = samples.iter().filter_map(|(_, c)| c.as_ref().ok()).flatten().collect();
+    ctx.figure("distinct producers seen", distinct.len() as f64, "");
+    ctx.judge(match peak_conns {
+        None => Check::error("producer-reused", "requests reuse one producer", "no sample of the broker's producers succeeded"),
+        Some(_) if distinct.len() <= MAX_PRODUCERS => Check::pass("producer-reused", "requests reuse one producer", format!("{} distinct producer(s) over {} samples", distinct.len(), samples.len())),
+        Some(_) => Check::fail("producer-reused", "requests reuse one producer", format!("the broker saw {} distinct producers of group {GROUP} over {} samples (limit {MAX_PRODUCERS}): a producer is started per request", distinct.len(), samples.len()))
+            .with_evidence(distinct.iter().map(|p| p.to_string())),
+    });
+
+    let resources = match (baseline, peak_stats) {
+        (Some(b), Some(p)) => {
+            let threads = p.threads.saturating_sub(b.threads);
+            let rss = (p.rss_kib.saturating_sub(b.rss_kib)) as f64 / 1024.0;
+            ctx.figure("thread growth", threads as f64, "threads");
+            ctx.figure("RSS growth", rss, "MiB");
+            let summary = format!("threads {} -> {} (+{threads}, limit +{MAX_THREAD_GROWTH}), RSS {:.0} -> {:.0} MiB (+{rss:.0}, limit +{MAX_RSS_GROWTH_MIB:.0})", b.threads, p.threads, b.rss_kib as f64 / 1024.0, p.rss_kib as f64 / 1024.0);
+            if threads <= MAX_THREAD_GROWTH && rss <= MAX_RSS_GROWTH_MIB {
+                Check::pass("resources-bounded", "threads and memory stay bounded under load", summary)
+            } else {
+                Check::fail("resources-bounded", "threads and memory stay bounded under load", summary)
+            }
+        }
+        _ => Check::error("resources-bounded", "threads and memory stay bounded under load", "the platform could not read the workload's threads and memory"),
+    };
+    ctx.judge(resources);
+
+    ctx.judge(if throughput >= MIN_THROUGHPUT {
+        Check::pass("throughput", "the service keeps up with the load", format!("{throughput:.0} requests/s (floor {MIN_THROUGHPUT:.0}), p99 {:.0} ms", p99.as_secs_f64() * 1000.0))
+    } else {
+        Check::fail("throughput", "the service keeps up with the load", format!("{throughput:.0} requests/s, below the floor of {MIN_THROUGHPUT:.0}; p99 {:.0} ms", p99.as_secs_f64() * 1000.0))
+            .with_evidence(outcomes.iter().filter(|o| o.latency >= p99).take(5).map(|o| format!("{}: {:.0} ms", o.order_id, o.latency.as_secs_f64() * 1000.0)))
+    });
+
+    ctx.judge(match stop {
+        Err(e) => Check::error("clean-shutdown", "on SIGTERM it shuts down cleanly", e.to_string()),
+        Ok(s) if s.success => Check::pass("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("exited with {} after {:.1}s", s.status, s.took.as_secs_f64())),
+        Ok(s) if s.exited_in_time => Check::fail("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("it died with {} instead of shutting its producer down and exiting 0", s.status)),
+        Ok(s) => Check::fail("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("still running {}s after SIGTERM; killed ({})", SHUTDOWN_GRACE.as_secs(), s.status)),
+    });
+}
+
+async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client, addr: &str) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = ctx.platform.workload_exit(INSTANCE) {
+            return Err(format!("the workload exited at start ({status})"));
+        }
+        if http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("no answer on http://{addr}/healthz within 30s"))
+}
+
+async fn notify(http: &reqwest::Client, addr: &str, order_id: &str) -> Option<u16> {
+    http.post(format!("http://{addr}/notify")).json(&serde_json::json!({ "order_id": order_id })).send().await.ok().map(|r| r.status().as_u16())
+}

@@ -1,0 +1,102 @@
+//! One local run of a level: build the workload, start RocketMQ and the
+//! world, run the scenario through [`LocalPlatform`], keep the artefacts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dojo_kit::Clients;
+use dojo_testenv::RocketMq;
+use dojo_world::{World, WorldConfig};
+
+use crate::levels::{self, Ctx, LevelInfo};
+use crate::local::LocalPlatform;
+use crate::progress::Progress;
+use crate::report::{Figure, Report};
+use crate::workload::{self, BuildError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlayError {
+    #[error("level {0} has no scenario yet; `dojo list` shows the playable levels")]
+    NotPlayable(u8),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("the local RocketMQ did not start: {0}")]
+    RocketMq(#[from] dojo_testenv::Error),
+    #[error("the world did not start: {0}")]
+    World(#[from] dojo_world::WorldError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// Where learner state lives: `$DOJO_STATE`, else `$XDG_STATE_HOME/rocketmq-dojo`,
+/// else `~/.local/state/rocketmq-dojo`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DOJO_STATE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("rocketmq-dojo");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".local").join("state").join("rocketmq-dojo")
+}
+
+/// The world as level `level` needs it.
+fn world_config(_level: &LevelInfo) -> WorldConfig {
+    WorldConfig::default()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Plays `level` with the workload in `workload_dir`; artefacts go to a new
+/// folder under `runs_dir`. An `Err` means the run could not happen at all;
+/// a run that happened always yields a report (whose verdict may be `error`).
+pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progress: &mut dyn Progress) -> Result<Report, PlayError> {
+    if !level.playable {
+        return Err(PlayError::NotPlayable(level.number));
+    }
+    let started_at_ms = now_ms();
+    let start = Instant::now();
+    let run_dir = runs_dir.join(format!("{}-{started_at_ms}", level.dir_name()));
+    let io = |what: String| move |source| PlayError::Io { what, source };
+    std::fs::create_dir_all(&run_dir).map_err(io(format!("creating {}", run_dir.display())))?;
+
+    progress.phase(&format!("building the workload in {} (first build compiles the RocketMQ client: minutes)", workload_dir.display()));
+    let dir = workload_dir.to_path_buf();
+    let out = run_dir.join("workload");
+    let built = tokio::task::spawn_blocking(move || workload::build(&dir, &out)).await.expect("build thread")?;
+    progress.phase(&format!("built in {:.1}s", built.took.as_secs_f64()));
+
+    progress.phase("starting RocketMQ (name server + broker) and the world");
+    let (mq, world) = tokio::join!(RocketMq::builder().dir(run_dir.join("rocketmq")).start(), World::start(SocketAddr::from(([127, 0, 0, 1], 0)), world_config(level)));
+    let (mq, world) = (mq?, world?);
+    let clients = Clients::new("verifier", mq.namesrv_addr()).map_err(dojo_testenv::Error::from)?;
+    let mut platform = LocalPlatform::new(mq, built.binary, level.number, world.url(), run_dir.clone(), level.serves_http);
+
+    let mut ctx = Ctx { platform: &mut platform, world: &world, clients: &clients, progress, figures: Vec::new(), checks: Vec::new() };
+    levels::run(level, &mut ctx).await;
+    let Ctx { mut figures, checks, .. } = ctx;
+    if let Some(rss) = platform.broker_rss_kib() {
+        figures.push(Figure { name: "broker RSS".into(), value: rss as f64 / 1024.0, unit: "MiB".into() });
+    }
+    let _ = world.history().write_json(&run_dir.join("world-history.json"));
+    let report = Report {
+        level: level.number,
+        slug: level.slug.into(),
+        verdict: Report::overall(&checks),
+        checks,
+        figures,
+        started_at_ms,
+        duration_ms: start.elapsed().as_millis() as u64,
+        artefacts: Some(run_dir.display().to_string()),
+    };
+    std::fs::write(run_dir.join("report.json"), report.to_json()).map_err(io("writing report.json".into()))?;
+    // Clients before the broker they talk to; workloads die with the platform.
+    clients.shutdown().await;
+    drop(platform);
+    let _ = world.shutdown().await;
+    Ok(report)
+}
