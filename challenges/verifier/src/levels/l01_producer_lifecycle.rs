@@ -140,7 +140,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
         None => Check::error("producer-connections-bounded", "the broker holds a bounded number of producer connections", "no sample of the broker's producer connections succeeded")
             .with_evidence(samples.iter().filter_map(|(t, c)| c.as_ref().err().map(|e| format!("t={t:.1}s: {e}")))),
         Some(peak) if peak <= MAX_PRODUCERS => Check::pass("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("at most {peak} connection(s) for group {GROUP} (limit {MAX_PRODUCERS})")),
-        Some(peak) => Check::fail("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("the broker held up to {peak} connections for group {GROUP} (limit {MAX_PRODUCERS}): producers are created and never shut down"))
+        Some(peak) => Check::fail("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("the broker held up to {peak} producers of group {GROUP} at once (limit {MAX_PRODUCERS}): producers are left open"))
             .with_evidence(samples.iter().filter_map(|(t, c)| c.as_ref().ok().map(|n| format!("t={t:.1}s: {} producer connections", n.len())))),
     });
 
