@@ -25,9 +25,10 @@ test: deps
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
-## Start-up times and memory of each part of the environment.
+## Start-up times and memory of the environment; per level, wall time and memory of the fix, and near misses beside it.
 bench: deps
 	$(CARGO) bench -p dojo-testenv --bench environment
+	$(CARGO) bench -p dojo-verifier --bench levels
 
 ## Regenerate the Challenge CRD YAML (crds/challenge.yaml) from the Rust types.
 crds:

@@ -238,6 +238,11 @@ impl Process {
         rss_kib(self.pid()?)
     }
 
+    /// Peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        status_field(self.pid()?, "VmHWM:")
+    }
+
     /// Number of threads of the process.
     pub fn threads(&self) -> Option<u64> {
         status_field(self.pid()?, "Threads:")

@@ -153,6 +153,11 @@ impl Server {
         self.proc_.rss_kib()
     }
 
+    /// Peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc_.peak_rss_kib()
+    }
+
     pub fn component(&self) -> Component {
         self.proc_.component()
     }

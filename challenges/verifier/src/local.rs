@@ -14,6 +14,17 @@ use crate::platform::{BrokerFault, Platform, PlatformError, StopOutcome, Workloa
 struct Instance {
     proc_: Process,
     listen: Option<String>,
+    /// Highest peak RSS seen across its lives, in KiB.
+    peak_rss_kib: u64,
+}
+
+impl Instance {
+    /// Reads the peak while the process is alive (it is gone after exit).
+    fn note_peak(&mut self) {
+        if let Some(kib) = self.proc_.peak_rss_kib() {
+            self.peak_rss_kib = self.peak_rss_kib.max(kib);
+        }
+    }
 }
 
 pub struct LocalPlatform {
@@ -37,9 +48,17 @@ impl LocalPlatform {
         &mut self.mq
     }
 
-    /// Peak-free snapshot of the broker's memory, for figures.
-    pub fn broker_rss_kib(&self) -> Option<u64> {
-        self.mq.components().iter().find(|c| c.name.starts_with("broker")).and_then(|c| c.rss_kib)
+    /// The broker's peak resident memory so far, in KiB.
+    pub fn broker_peak_rss_kib(&mut self) -> Option<u64> {
+        self.mq.broker().peak_rss_kib()
+    }
+
+    /// The highest peak resident memory of any workload instance, in KiB.
+    pub fn workload_peak_rss_kib(&mut self) -> Option<u64> {
+        self.instances.values_mut().map(|i| {
+            i.note_peak();
+            i.peak_rss_kib
+        }).max()
     }
 
     fn instance(&mut self, name: &str) -> Result<&mut Instance, PlatformError> {
@@ -61,6 +80,7 @@ impl Platform for LocalPlatform {
             if i.proc_.is_running() {
                 return Err(werr(instance, "is already running"));
             }
+            i.note_peak();
             return i.proc_.restart().map_err(|e| werr(instance, e));
         }
         let listen = if self.serves_http { Some(format!("127.0.0.1:{}", ports::free_port().map_err(|e| werr(instance, e))?)) } else { None };
@@ -75,7 +95,7 @@ impl Platform for LocalPlatform {
             spec = spec.env("DOJO_LISTEN_ADDR", addr);
         }
         let proc_ = Process::spawn(instance, spec, self.log_dir.join(format!("{instance}.log"))).map_err(|e| werr(instance, e))?;
-        self.instances.insert(instance.to_string(), Instance { proc_, listen });
+        self.instances.insert(instance.to_string(), Instance { proc_, listen, peak_rss_kib: 0 });
         Ok(())
     }
 
@@ -85,13 +105,16 @@ impl Platform for LocalPlatform {
 
     async fn stop_workload(&mut self, instance: &str, grace: Duration) -> Result<StopOutcome, PlatformError> {
         let i = self.instance(instance)?;
+        i.note_peak();
         let start = Instant::now();
         let stopped = i.proc_.stop(grace).await.map_err(|e| werr(instance, e))?;
         Ok(StopOutcome { exited_in_time: stopped.exited_in_time, status: stopped.status, success: stopped.success, took: start.elapsed() })
     }
 
     async fn kill_workload(&mut self, instance: &str) -> Result<(), PlatformError> {
-        self.instance(instance)?.proc_.kill().map_err(|e| werr(instance, e))
+        let i = self.instance(instance)?;
+        i.note_peak();
+        i.proc_.kill().map_err(|e| werr(instance, e))
     }
 
     async fn pause_workload(&mut self, instance: &str) -> Result<(), PlatformError> {

@@ -79,8 +79,10 @@ pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progr
     let mut ctx = Ctx { platform: &mut platform, world: &world, clients: &clients, progress, figures: Vec::new(), checks: Vec::new() };
     levels::run(level, &mut ctx).await;
     let Ctx { mut figures, checks, .. } = ctx;
-    if let Some(rss) = platform.broker_rss_kib() {
-        figures.push(Figure { name: "broker RSS".into(), value: rss as f64 / 1024.0, unit: "MiB".into() });
+    for (name, kib) in [("workload peak RSS", platform.workload_peak_rss_kib()), ("broker peak RSS", platform.broker_peak_rss_kib())] {
+        if let Some(kib) = kib {
+            figures.push(Figure { name: name.into(), value: kib as f64 / 1024.0, unit: "MiB".into() });
+        }
     }
     let _ = world.history().write_json(&run_dir.join("world-history.json"));
     let report = Report {
