@@ -17,6 +17,7 @@ pub struct WorldConfig {
     /// Legal order status transitions; `None` accepts any transition.
     pub state_machine: Option<StateMachine>,
     pub inventory: InventoryConfig,
+    pub ledger: LedgerConfig,
     /// The downstream endpoints that exist, by name (`POST /downstream/{name}`).
     pub downstreams: BTreeMap<String, DownstreamConfig>,
     /// Writes the world fails on purpose.
@@ -28,6 +29,7 @@ impl Default for WorldConfig {
         WorldConfig {
             state_machine: None,
             inventory: InventoryConfig::default(),
+            ledger: LedgerConfig::default(),
             downstreams: ["notify", "logistics"]
                 .into_iter()
                 .map(|name| (name.to_owned(), DownstreamConfig::default()))
@@ -58,6 +60,15 @@ impl Default for InventoryConfig {
             concurrency_limit: None,
         }
     }
+}
+
+/// The ledger's answer time (level 3: a slow payment provider). The entry is
+/// applied at once and the answer comes `latency_ms` later, so a caller that
+/// dies while waiting has debited without hearing so.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LedgerConfig {
+    pub latency_ms: u64,
 }
 
 /// One downstream API (level 11: it allows N requests/s).

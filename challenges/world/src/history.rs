@@ -69,11 +69,16 @@ pub enum Op {
         order_id: String,
         account: String,
         amount: i64,
+        /// The compare-and-set applied in the same step, if the call carried one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kv_cas: Option<KvCas>,
     },
     Credit {
         order_id: String,
         account: String,
         amount: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kv_cas: Option<KvCas>,
     },
     Reserve {
         items: Vec<Item>,
@@ -119,6 +124,20 @@ pub enum Op {
         key: Option<String>,
         payload: serde_json::Value,
     },
+}
+
+/// A key-value compare-and-set carried by a ledger entry: the entry applies
+/// only if the key holds `expect`, and then the key holds `value`, in one
+/// step (the dedup row and the ledger row in one database transaction).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvCas {
+    pub key: String,
+    pub expect: String,
+    pub value: String,
+    /// A new TTL from now; absent keeps the current expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// One line of an inventory batch.

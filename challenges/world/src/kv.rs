@@ -13,7 +13,7 @@ use crate::state::{KvEntry, Shared, State as World};
 
 /// A live entry as answered.
 #[derive(Serialize)]
-struct EntryView<'a> {
+pub(crate) struct EntryView<'a> {
     key: &'a str,
     value: &'a str,
     revision: u64,
@@ -22,7 +22,7 @@ struct EntryView<'a> {
     ttl_ms_left: Option<u64>,
 }
 
-fn view<'a>(state: &'a World, key: &'a str) -> Option<EntryView<'a>> {
+pub(crate) fn view<'a>(state: &'a World, key: &'a str) -> Option<EntryView<'a>> {
     let now = state.now_ms();
     state.live_kv(key).map(|e| EntryView {
         key,
@@ -100,7 +100,7 @@ pub(crate) async fn compare_and_set(
     check_value(&req.value)?;
     check_ttl(req.ttl_ms)?;
     let mut state = shared.lock();
-    let swapped = state.live_kv(&key).is_some_and(|e| e.value == req.expect);
+    let swapped = cas_matches(&state, &key, &req.expect);
     let op = Op::KvCompareAndSet {
         key: key.clone(),
         expect: req.expect,
@@ -111,14 +111,7 @@ pub(crate) async fn compare_and_set(
     state.check_fault(&caller, &op)?;
     let seq = state.record(&caller, op, Outcome::Ok, None);
     if swapped {
-        let now = state.now_ms();
-        if let Some(entry) = state.kv.get_mut(&key) {
-            entry.value = req.value;
-            entry.revision = seq;
-            if let Some(ttl) = req.ttl_ms {
-                entry.expires_at_ms = Some(now + ttl);
-            }
-        }
+        cas_write(&mut state, &key, req.value, req.ttl_ms, seq);
     }
     Ok(Json(
         json!({"seq": seq, "swapped": swapped, "entry": view(&state, &key)}),
@@ -170,7 +163,24 @@ pub(crate) async fn delete(
     Ok(Json(json!({"seq": seq, "deleted": deleted})))
 }
 
-fn check_value(value: &str) -> Result<(), ApiError> {
+/// Whether a compare-and-set expecting `expect` applies now.
+pub(crate) fn cas_matches(state: &World, key: &str, expect: &str) -> bool {
+    state.live_kv(key).is_some_and(|e| e.value == expect)
+}
+
+/// Writes a matched compare-and-set as effect `seq`.
+pub(crate) fn cas_write(state: &mut World, key: &str, value: String, ttl_ms: Option<u64>, seq: u64) {
+    let now = state.now_ms();
+    if let Some(entry) = state.kv.get_mut(key) {
+        entry.value = value;
+        entry.revision = seq;
+        if let Some(ttl) = ttl_ms {
+            entry.expires_at_ms = Some(now + ttl);
+        }
+    }
+}
+
+pub(crate) fn check_value(value: &str) -> Result<(), ApiError> {
     if value.len() > 4096 {
         return Err(ApiError::bad_request(
             "values are at most 4096 bytes".into(),
@@ -180,7 +190,7 @@ fn check_value(value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
+pub(crate) fn check_ttl(ttl_ms: Option<u64>) -> Result<(), ApiError> {
     // Bounded so `now + ttl` cannot overflow; a year is forever for a level.
     const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
     match ttl_ms {

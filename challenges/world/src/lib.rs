@@ -37,10 +37,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    DownstreamConfig, Fault, FaultRule, InventoryConfig, Repeats, StateMachine, WorldConfig,
+    DownstreamConfig, Fault, FaultRule, InventoryConfig, LedgerConfig, Repeats, StateMachine,
+    WorldConfig,
 };
 pub use error::WorldError;
-pub use history::{Effect, History, Item, Kind, Op, Outcome};
+pub use history::{Effect, History, Item, Kind, KvCas, Op, Outcome};
 pub use state::Order;
 
 use state::{Shared, State};
