@@ -26,9 +26,11 @@ test: deps
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
 
 ## Start-up times and memory of the environment; per level, wall time and memory of the fix, and near misses beside it.
+# `cargo test --bench` runs them in the dev profile, as learners run `dojo`,
+# reusing the test build instead of compiling the workspace again in release.
 bench: deps
-	$(CARGO) bench -p dojo-testenv --bench environment
-	$(CARGO) bench -p dojo-verifier --bench levels
+	$(CARGO) test -q -p dojo-testenv --bench environment
+	$(CARGO) test -q -p dojo-verifier --bench levels
 
 ## Regenerate the Challenge CRD YAML (crds/challenge.yaml) from the Rust types.
 crds:
