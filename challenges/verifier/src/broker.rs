@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use dojo_kit::Clients;
 use dojo_kit::client::MQAdminReadExt;
+use dojo_kit::model::common::message::message_queue::MessageQueue;
 
 /// The producers the broker holds for group `group` on `topic`, as
 /// `mqadmin producerConnection` lists them: `client id (ip:port)` each. The
@@ -62,5 +63,73 @@ pub async fn keys_on_topic(clients: &Clients, topic: &str) -> Result<BTreeMap<St
     }
     .await;
     dojo_kit::shutdown_pull_consumer_in_background(consumer);
+    r
+}
+
+/// Creates `topic` with `queues` read and write queues on the brokers that
+/// serve the default topic, so a consumer finds its route before the first
+/// message, and returns its queues as a producer sees them, by queue id.
+pub async fn create_topic(clients: &Clients, topic: &str, queues: i32) -> Result<Vec<MessageQueue>, String> {
+    let mut producer = clients.producer("DOJO_VERIFIER_ADMIN");
+    let r = async {
+        producer.start().await.map_err(|e| format!("admin producer start: {e}"))?;
+        producer.create_topic("TBW102", topic, queues, Default::default()).await.map_err(|e| format!("creating {topic}: {e}"))?;
+        // The broker registers the new topic with the name server at once;
+        // the route may still take a moment to be served.
+        let start = std::time::Instant::now();
+        loop {
+            let mut found = producer.fetch_publish_message_queues(topic).await.unwrap_or_default();
+            if found.len() == queues as usize {
+                found.sort_by_key(|q| q.queue_id());
+                return Ok(found);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                return Err(format!("{topic} shows {} of {queues} queues after 20s", found.len()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+    .await;
+    producer.shutdown().await;
+    r
+}
+
+/// The consumer clients the broker holds for `group`, by client id
+/// (`mqadmin consumerConnection`); empty when none is online.
+pub async fn consumer_clients(clients: &Clients, group: &str) -> Result<Vec<String>, String> {
+    let mut admin = clients.admin();
+    let r = async {
+        admin.start().await.map_err(|e| format!("admin start: {e}"))?;
+        MQAdminReadExt::examine_consumer_connection_info(&admin, group.into(), None)
+            .await
+            .map(|c| {
+                let mut ids: Vec<String> = c.get_connection_set().iter().map(|conn| conn.get_client_id().to_string()).collect();
+                ids.sort();
+                ids
+            })
+            .map_err(|e| format!("consumer connections of {group}: {e}"))
+    }
+    .await;
+    admin.shutdown().await;
+    match r {
+        Err(e) if e.contains("not online") || e.contains("NOT_ONLINE") || e.contains("206") => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The offsets the broker has committed for `group` on `topic`, by queue id:
+/// a message at or above its queue's committed offset is delivered again to
+/// whoever consumes that queue next.
+pub async fn committed_offsets(clients: &Clients, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, String> {
+    let mut admin = clients.admin();
+    let r = async {
+        admin.start().await.map_err(|e| format!("admin start: {e}"))?;
+        MQAdminReadExt::examine_consume_stats(&admin, group.into(), Some(topic.into()), None, None, None)
+            .await
+            .map(|stats| stats.get_offset_table().iter().filter(|(mq, _)| mq.topic() == topic).map(|(mq, w)| (mq.queue_id(), w.get_consumer_offset())).collect())
+            .map_err(|e| format!("consume stats of {group}: {e}"))
+    }
+    .await;
+    admin.shutdown().await;
     r
 }

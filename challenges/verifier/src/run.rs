@@ -43,8 +43,11 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// The world as level `level` needs it.
-fn world_config(_level: &LevelInfo) -> WorldConfig {
-    WorldConfig::default()
+fn world_config(level: &LevelInfo) -> WorldConfig {
+    match level.number {
+        3 => levels::l03_idempotency::world_config(),
+        _ => WorldConfig::default(),
+    }
 }
 
 fn now_ms() -> u64 {
