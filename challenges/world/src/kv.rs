@@ -169,7 +169,13 @@ pub(crate) fn cas_matches(state: &World, key: &str, expect: &str) -> bool {
 }
 
 /// Writes a matched compare-and-set as effect `seq`.
-pub(crate) fn cas_write(state: &mut World, key: &str, value: String, ttl_ms: Option<u64>, seq: u64) {
+pub(crate) fn cas_write(
+    state: &mut World,
+    key: &str,
+    value: String,
+    ttl_ms: Option<u64>,
+    seq: u64,
+) {
     let now = state.now_ms();
     if let Some(entry) = state.kv.get_mut(key) {
         entry.value = value;

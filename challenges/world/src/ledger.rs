@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::history::{KvCas, Op, Outcome};
-use crate::kv;
 use crate::http::{ApiError, Caller, Example, JsonBody, Segment, check_id, check_positive};
+use crate::kv;
 use crate::state::{Shared, State as World};
 
 #[derive(Deserialize)]
@@ -63,7 +63,12 @@ async fn post_entry(
         kv::check_value(&cas.value)?;
         kv::check_ttl(cas.ttl_ms)?;
     }
-    let (order_id, account, amount, kv_cas) = (req.order_id, req.account.clone(), req.amount, req.kv_cas.clone());
+    let (order_id, account, amount, kv_cas) = (
+        req.order_id,
+        req.account.clone(),
+        req.amount,
+        req.kv_cas.clone(),
+    );
     let op = if sign < 0 {
         Op::Debit {
             order_id,
@@ -88,10 +93,23 @@ async fn post_entry(
             if !kv::cas_matches(&state, &cas.key, &cas.expect) {
                 let held = state.live_kv(&cas.key).map(|e| e.value.clone());
                 let error = match held {
-                    Some(v) => format!("kv_cas: key {} holds {v:?}, not {:?}; nothing was applied", cas.key, cas.expect),
-                    None => format!("kv_cas: key {} is absent (never set, deleted or expired), not {:?}; nothing was applied", cas.key, cas.expect),
+                    Some(v) => format!(
+                        "kv_cas: key {} holds {v:?}, not {:?}; nothing was applied",
+                        cas.key, cas.expect
+                    ),
+                    None => format!(
+                        "kv_cas: key {} is absent (never set, deleted or expired), not {:?}; nothing was applied",
+                        cas.key, cas.expect
+                    ),
                 };
-                return Err(state.refuse(caller, op, Outcome::Rejected, StatusCode::CONFLICT, error, "read the key again: someone else may hold it or have finished"));
+                return Err(state.refuse(
+                    caller,
+                    op,
+                    Outcome::Rejected,
+                    StatusCode::CONFLICT,
+                    error,
+                    "read the key again: someone else may hold it or have finished",
+                ));
             }
         }
         let (seq, balance) = record_and_move(

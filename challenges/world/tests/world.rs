@@ -1128,21 +1128,36 @@ async fn ledger_entry_with_kv_cas_applies_both_or_neither() {
     // Someone else's claim: nothing applied, the refusal is on the record.
     let (status, body) = c.post("/ledger/debit", guarded("PROCESSING:b")).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("PROCESSING:a"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("PROCESSING:a"),
+        "{body}"
+    );
     assert_eq!(c.get("/kv/pay:o-1").await.1["value"], "PROCESSING:a");
     let (status, body) = c.post("/ledger/debit", guarded("PROCESSING:a")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["balance"].as_i64(), &body["entry"]["value"]), (Some(-500), &json!("DONE")));
-    assert_eq!(body["entry"]["revision"], body["seq"], "the key is written by the debit itself");
+    assert_eq!(
+        (body["balance"].as_i64(), &body["entry"]["value"]),
+        (Some(-500), &json!("DONE"))
+    );
+    assert_eq!(
+        body["entry"]["revision"], body["seq"],
+        "the key is written by the debit itself"
+    );
     // The same claim again (a redelivery that still holds the old token).
-    assert_eq!(c.post("/ledger/debit", guarded("PROCESSING:a")).await.0, 409);
+    assert_eq!(
+        c.post("/ledger/debit", guarded("PROCESSING:a")).await.0,
+        409
+    );
     assert_eq!(c.get("/ledger/accounts/alice").await.1["balance"], -500);
     // An injected failure applies neither the debit nor the key.
     world.update_config(|cfg| {
-        cfg.faults
-            .push(Fault::new(Kind::Debit, FaultRule::Keys(["o-2".to_owned()].into())))
+        cfg.faults.push(Fault::new(
+            Kind::Debit,
+            FaultRule::Keys(["o-2".to_owned()].into()),
+        ))
     });
-    c.post("/kv/pay:o-2/set-if-absent", json!({"value": "P"})).await;
+    c.post("/kv/pay:o-2/set-if-absent", json!({"value": "P"}))
+        .await;
     let failed = json!({"order_id": "o-2", "account": "alice", "amount": 1,
                         "kv_cas": {"key": "pay:o-2", "expect": "P", "value": "DONE"}});
     assert_eq!(c.post("/ledger/debit", failed).await.0, 503);
@@ -1152,7 +1167,9 @@ async fn ledger_entry_with_kv_cas_applies_both_or_neither() {
     assert_eq!(history.per_order(Kind::Debit)["o-1"].len(), 1);
     assert_eq!(history.with_outcome(Outcome::Rejected).count(), 2);
     let applied = history.per_order(Kind::Debit)["o-1"][0];
-    assert!(matches!(&applied.op, Op::Debit { kv_cas: Some(cas), .. } if cas.expect == "PROCESSING:a"));
+    assert!(
+        matches!(&applied.op, Op::Debit { kv_cas: Some(cas), .. } if cas.expect == "PROCESSING:a")
+    );
     let back: History = serde_json::from_str(&serde_json::to_string(&history).unwrap()).unwrap();
     assert_eq!(back, history);
     world.shutdown().await.unwrap();
@@ -1177,7 +1194,11 @@ async fn ledger_latency_answers_late_but_applies_at_once() {
         }
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(world.history().per_order(Kind::Debit)["o-1"].len(), 1, "applied before the answer");
+    assert_eq!(
+        world.history().per_order(Kind::Debit)["o-1"].len(),
+        1,
+        "applied before the answer"
+    );
     assert_eq!(call.await.unwrap().0, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
     world.shutdown().await.unwrap();
