@@ -34,13 +34,36 @@ pub async fn producer_connections(clients: &Clients, group: &str, topic: &str) -
 
 /// Every message on `topic`: how many times each key occurs, read queue by
 /// queue from the lowest to the highest offset.
-#[allow(deprecated)] // Classic pull: the one client that reads exact offsets.
 pub async fn keys_on_topic(clients: &Clients, topic: &str) -> Result<BTreeMap<String, usize>, String> {
+    let mut keys = BTreeMap::new();
+    for m in messages_on_topic(clients, topic).await? {
+        for k in m.keys {
+            *keys.entry(k).or_insert(0) += 1;
+        }
+    }
+    Ok(keys)
+}
+
+/// One message as the broker stored it.
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub keys: Vec<String>,
+    /// Unix ms, by the producer's clock, when it built the send request: a
+    /// message born while the broker could not answer was a send in flight.
+    pub born_ms: i64,
+    /// Unix ms, by the broker's clock, when it stored the message.
+    pub store_ms: i64,
+}
+
+/// Every message on `topic`, read queue by queue from the lowest to the
+/// highest offset.
+#[allow(deprecated)] // Classic pull: the one client that reads exact offsets.
+pub async fn messages_on_topic(clients: &Clients, topic: &str) -> Result<Vec<StoredMessage>, String> {
     let consumer = clients.pull_consumer("DOJO_VERIFIER_READER").map_err(|e| e.to_string())?;
     let r = async {
         consumer.start().await.map_err(|e| format!("reader start: {e}"))?;
         let queues = consumer.fetch_subscribe_message_queues(topic).await.map_err(|e| format!("queues of {topic}: {e}"))?;
-        let mut keys = BTreeMap::new();
+        let mut messages = Vec::new();
         for mq in queues {
             let mut offset = consumer.min_offset(&mq).await.map_err(|e| format!("min offset: {e}"))?;
             let max = consumer.max_offset(&mq).await.map_err(|e| format!("max offset: {e}"))?;
@@ -48,9 +71,7 @@ pub async fn keys_on_topic(clients: &Clients, topic: &str) -> Result<BTreeMap<St
                 let pulled = consumer.pull(&mq, "*", offset, 32).await.map_err(|e| format!("pull {topic} at {offset}: {e}"))?;
                 let found = pulled.msg_found_list().unwrap_or_default();
                 for m in found {
-                    for k in m.keys().unwrap_or_default() {
-                        *keys.entry(k).or_insert(0) += 1;
-                    }
+                    messages.push(StoredMessage { keys: m.keys().unwrap_or_default(), born_ms: m.born_timestamp(), store_ms: m.store_timestamp() });
                 }
                 let next = pulled.next_begin_offset() as i64;
                 if next <= offset {
@@ -59,7 +80,7 @@ pub async fn keys_on_topic(clients: &Clients, topic: &str) -> Result<BTreeMap<St
                 offset = next;
             }
         }
-        Ok(keys)
+        Ok(messages)
     }
     .await;
     dojo_kit::shutdown_pull_consumer_in_background(consumer);

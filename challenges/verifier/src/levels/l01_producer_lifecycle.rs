@@ -43,7 +43,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     }
     let addr = ctx.platform.workload_addr(INSTANCE).expect("level 1 workloads serve HTTP");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
-    if let Err(why) = wait_healthy(ctx, &http, &addr).await {
+    if let Err(why) = wait_healthy(ctx, INSTANCE, &http, &addr).await {
         let tail = ctx.platform.workload_log_tail(INSTANCE, 15);
         ctx.judge(Check::fail("workload-started", "the workload starts and answers /healthz", why).with_evidence(tail.lines().map(String::from)));
         return;
@@ -187,10 +187,11 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     });
 }
 
-async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client, addr: &str) -> Result<(), String> {
+/// Waits until workload `instance` answers `GET /healthz` (level 2 serves the same way).
+pub(super) async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, http: &reqwest::Client, addr: &str) -> Result<(), String> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = ctx.platform.workload_exit(INSTANCE) {
+        if let Some(status) = ctx.platform.workload_exit(instance) {
             return Err(format!("the workload exited at start ({status})"));
         }
         if http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -201,6 +202,7 @@ async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client,
     Err(format!("no answer on http://{addr}/healthz within 30s"))
 }
 
-async fn notify(http: &reqwest::Client, addr: &str, order_id: &str) -> Option<u16> {
+/// `POST /notify` for `order_id`: the HTTP status, or `None` without an answer.
+pub(super) async fn notify(http: &reqwest::Client, addr: &str, order_id: &str) -> Option<u16> {
     http.post(format!("http://{addr}/notify")).json(&serde_json::json!({ "order_id": order_id })).send().await.ok().map(|r| r.status().as_u16())
 }

@@ -11,6 +11,7 @@ use crate::progress::Progress;
 use crate::report::{Check, Figure};
 
 pub mod l01_producer_lifecycle;
+pub mod l02_retry_async;
 pub mod l03_idempotency;
 
 /// One level of the catalogue: the facts the CRD and operator share
@@ -36,7 +37,7 @@ const fn level(n: u8, topic: &'static str, stars: u8, problem: &'static str, pla
 
 pub const LEVELS: [LevelInfo; 12] = [
     level(1, "Resource management", 1, "producer lifecycle, connection reuse", true, true),
-    level(2, "Retry and async", 2, "retry policy, async send, timeouts", false, true),
+    level(2, "Retry and async", 2, "retry policy, async send, timeouts", true, true),
     level(3, "Idempotency", 3, "dedup table, distributed lock", true, false),
     level(4, "Performance", 3, "consumer concurrency, batching", false, false),
     level(5, "Ordered messages", 4, "queue selection, orderly consumption", false, false),
@@ -100,6 +101,7 @@ impl<P: Platform> Ctx<'_, P> {
 pub async fn run<P: Platform>(info: &LevelInfo, ctx: &mut Ctx<'_, P>) {
     match info.number {
         1 => l01_producer_lifecycle::run(ctx).await,
+        2 => l02_retry_async::run(ctx).await,
         3 => l03_idempotency::run(ctx).await,
         n => ctx.judge(Check::error("playable", "the level has a scenario", format!("level {n} is not playable yet"))),
     }
