@@ -1,2 +1,168 @@
-// Placeholder so the workspace manifest parses; the operator benchmark replaces it.
-fn main() {}
+//! `make bench-operator`: the operator under load on the real control plane.
+//! Creates BENCH_CHALLENGES (default 1000) level-3 Challenges at once and
+//! prints the time until all are Running, reconcile p50/p99, API requests
+//! per Challenge and the operator's peak RSS. kwok runs the pods; the bench
+//! adds fake nodes so that every pod fits.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dojo_crds::Challenge;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+
+/// Pods per level-3 Challenge: name server, broker, workload, verifier.
+const PODS_PER_CHALLENGE: usize = 4;
+const PODS_PER_NODE: usize = 250;
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("BENCH_CHALLENGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let timeout = Duration::from_secs(std::env::var("BENCH_TIMEOUT_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(900));
+    let cp = plane().await;
+    add_nodes(cp, (n * PODS_PER_CHALLENGE).div_ceil(PODS_PER_NODE)).await;
+    let ns = cp.new_namespace("bench").await.unwrap();
+    let op = Operator::start_with_chart_role(cp, &ns).await;
+    eventually("the operator leads", common::WAIT, || async { Ok((op.metric("dojo_operator_leader").await == 1.0).then_some(())) }).await;
+
+    let t0 = Instant::now();
+    let api: Api<Challenge> = Api::namespaced(cp.client(), &ns);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let ch = sample(3, &format!("bench-{i}"));
+                api.patch(&format!("bench-{i}"), &PatchParams::apply("dojo-bench"), &Patch::Apply(&ch)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+        .unwrap();
+    let created = t0.elapsed();
+
+    let mut last_report = Instant::now();
+    let mut peak_rss_kib = 0;
+    // Done when every Challenge got to Running or ended in Error (whose
+    // reasons are printed: a bench that hides failures measures nothing).
+    let (all_settled, errors) = loop {
+        let list = api.list(&ListParams::default()).await.unwrap().items;
+        let running = list.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.running_at.is_some())).count();
+        let errors: Vec<String> = list
+            .iter()
+            .filter(|c| c.status.as_ref().is_some_and(|s| s.running_at.is_none() && s.phase == dojo_crds::Phase::Error))
+            .map(|c| {
+                let s = c.status.clone().unwrap_or_default();
+                let why = s.conditions.iter().find(|c| c.type_ == "Complete").map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+                format!("{}: {why}", c.metadata.name.clone().unwrap_or_default())
+            })
+            .collect();
+        peak_rss_kib = peak_rss_kib.max(rss_kib(op.pid(), "VmHWM"));
+        if running + errors.len() == n {
+            break (t0.elapsed(), errors);
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {:>6.1}s: {running}/{n} Running, {} in Error", t0.elapsed().as_secs_f64(), errors.len());
+            last_report = Instant::now();
+        }
+        if t0.elapsed() > timeout {
+            let stuck: Vec<String> = list
+                .iter()
+                .filter(|c| c.status.as_ref().is_none_or(|s| s.running_at.is_none()))
+                .take(5)
+                .map(|c| format!("{}: {}", c.metadata.name.clone().unwrap_or_default(), serde_json::to_string(&c.status).unwrap()))
+                .collect();
+            panic!("only {running}/{n} Challenges Running after {timeout:?}; e.g.\n{}\noperator log: {}", stuck.join("\n"), op.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for e in &errors {
+        println!("  in Error: {e}");
+    }
+    let metrics = op.get("/metrics").await.unwrap();
+    let requests: f64 = ["apply", "get", "list", "patch", "create", "delete"].iter().map(|v| metric_value(&metrics, &format!(r#"dojo_api_requests_total{{verb="{v}"}}"#))).sum();
+    let reconciles = metric_value(&metrics, r#"dojo_reconcile_total{result="ok"}"#);
+    let (p50, p99) = (quantile(&metrics, 0.5), quantile(&metrics, 0.99));
+
+    println!("dojo-operator on kwok: {n} level-3 Challenges");
+    println!("  created in                     {:>8.1} s", created.as_secs_f64());
+    println!("  all Running after              {:>8.1} s   ({} of {n} in Error instead)", all_settled.as_secs_f64(), errors.len());
+    println!("  reconciles (ok)                {:>8.0}   ({:.1} per Challenge)", reconciles, reconciles / n as f64);
+    println!("  reconcile p50                  {:>8.3} s", p50);
+    println!("  reconcile p99                  {:>8.3} s", p99);
+    println!("  API requests per Challenge     {:>8.1}   (reconciles' own; watches not counted)", requests / n as f64);
+    println!("  operator peak RSS              {:>8.1} MiB", peak_rss_kib as f64 / 1024.0);
+    for c in cp.components() {
+        println!("  {:<30} {:>8.1} MiB", format!("{} RSS", c.name), c.rss_kib.unwrap_or(0) as f64 / 1024.0);
+    }
+}
+
+/// `field` (VmRSS, VmHWM) of /proc/<pid>/status in KiB.
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// A quantile of `dojo_reconcile_duration_seconds{result="ok"}`, linearly
+/// interpolated inside its bucket (as PromQL's histogram_quantile does).
+fn quantile(metrics: &str, q: f64) -> f64 {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("dojo_reconcile_duration_seconds_bucket{")?;
+            if !rest.contains(r#"result="ok""#) {
+                return None;
+            }
+            let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    let rank = q * total;
+    let (mut lo, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lo;
+            }
+            return lo + (le - lo) * if count > below { (rank - below) / (count - below) } else { 0.0 };
+        }
+        (lo, below) = (le, count);
+    }
+    lo
+}
+
+/// More kwok nodes (the plane's three hold 750 pods), spread over the zones.
+async fn add_nodes(cp: &dojo_testenv::ControlPlane, count: usize) {
+    let nodes: Api<Node> = Api::all(cp.client());
+    let zones = dojo_testenv::control_plane::ZONES;
+    for i in 0..count {
+        let name = format!("kwok-bench-{i}");
+        let zone = zones[i % zones.len()];
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"type": "kwok", "topology.kubernetes.io/zone": zone, "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            },
+            "status": {
+                "allocatable": {"cpu": "256", "memory": "1Ti", "pods": PODS_PER_NODE.to_string()},
+                "capacity": {"cpu": "256", "memory": "1Ti", "pods": PODS_PER_NODE.to_string()},
+            },
+        }))
+        .unwrap();
+        // Created with its status, as the plane's own nodes are: kwok keeps
+        // the allocatable it finds.
+        match nodes.create(&Default::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating node {name}: {e}"),
+        }
+    }
+}
