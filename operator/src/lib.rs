@@ -112,6 +112,7 @@ async fn controller(client: Client, opts: &Options, shared: Arc<Shared>) {
         metrics: shared.metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         report_grace: opts.report_grace,
+        applied: Default::default(),
     });
     let controller = Controller::new(api(&client), watcher::Config::default())
         .owns(owned::<StatefulSet>(&client, &opts.namespace), mine.clone())
@@ -130,7 +131,8 @@ async fn controller(client: Client, opts: &Options, shared: Arc<Shared>) {
                 }
             })
         })
-        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency));
+        // A pod's start is a burst of status updates: one reconcile for the lot.
+        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)));
     let _ = shared.store.set(controller.store());
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

@@ -31,7 +31,24 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub report_grace: Duration,
+    /// What was last applied per Challenge, to skip re-applying identical
+    /// objects on every status change of a pod.
+    pub applied: std::sync::Mutex<std::collections::HashMap<String, Applied>>,
 }
+
+/// The spec and attempt a Challenge's objects were last applied for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    uid: String,
+    generation: Option<i64>,
+    attempt: u32,
+    at: Instant,
+}
+
+/// Even when nothing changed, objects are re-applied this often: the
+/// Services, Roles and ConfigMaps are not watched, so this is how a
+/// deleted or edited one comes back.
+const REAPPLY_EVERY: Duration = Duration::from_secs(300);
 
 /// The controller's entry point: the pipeline plus metrics and a Warning
 /// Event for errors that will be retried.
@@ -83,7 +100,18 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
         }
     }
     let objects = build(&v);
-    apply_all(ctx, &objects).await?;
+    let key = format!("{}/{}", v.namespace, v.name);
+    let this = Applied { uid: v.owner.uid.clone(), generation, attempt: v.attempt, at: Instant::now() };
+    let fresh = ctx.applied.lock().unwrap().get(&key).is_some_and(|a| {
+        (&a.uid, a.generation, a.attempt) == (&this.uid, this.generation, this.attempt) && a.at.elapsed() < REAPPLY_EVERY
+    });
+    if !fresh {
+        apply_all(ctx, &objects).await?;
+        let mut applied = ctx.applied.lock().unwrap();
+        // Expired entries (deleted Challenges among them) are useless.
+        applied.retain(|_, a| a.at.elapsed() < REAPPLY_EVERY);
+        applied.insert(key.clone(), this);
+    }
     status::set_condition(&mut status.conditions, "Provisioned", true, "Applied", "every object of the Challenge is applied".into(), generation, now);
 
     if status.phase.is_final() {
@@ -91,6 +119,11 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
     let obs = observe(ctx, &v).await?;
+    if obs.missing {
+        // Something was deleted behind our back: apply everything again.
+        ctx.applied.lock().unwrap().remove(&key);
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let decision = status::decide(&status, &v, &obs, now, ctx.report_grace);
     if decision.create_job {
         apply(ctx, &objects.verifier_job).await?;
@@ -289,12 +322,16 @@ async fn observe(ctx: &Context, v: &ValidChallenge) -> Result<Observation, Error
     if job.is_some() {
         // RocketMQ's and the workload's readiness no longer decide the
         // phase: the verifier's faults take them down on purpose.
-        return Ok(Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, workload_waiting: None, job });
+        return Ok(Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() });
     }
+    let namesrv = get_opt::<StatefulSet>(ctx, ns, &v.object_name("namesrv")).await?;
+    let broker = get_opt::<StatefulSet>(ctx, ns, &v.object_name("broker")).await?;
+    let deployment = get_opt::<Deployment>(ctx, ns, &v.object_name("workload")).await?;
+    let missing = namesrv.is_none() || broker.is_none() || deployment.is_none();
     let ready_replicas = |s: Option<StatefulSet>| s.and_then(|s| s.status).and_then(|s| s.ready_replicas).unwrap_or(0);
-    let namesrv_ready = ready_replicas(get_opt(ctx, ns, &v.object_name("namesrv")).await?) >= 1;
-    let brokers_ready = ready_replicas(get_opt(ctx, ns, &v.object_name("broker")).await?);
-    let workload_ready = get_opt::<Deployment>(ctx, ns, &v.object_name("workload")).await?.is_some_and(|d| {
+    let namesrv_ready = ready_replicas(namesrv) >= 1;
+    let brokers_ready = ready_replicas(broker);
+    let workload_ready = deployment.is_some_and(|d| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let st = d.status.unwrap_or_default();
         st.observed_generation >= d.metadata.generation && st.updated_replicas.unwrap_or(0) >= want && st.available_replicas.unwrap_or(0) >= want
@@ -305,7 +342,7 @@ async fn observe(ctx: &Context, v: &ValidChallenge) -> Result<Observation, Error
         let selector = format!("{CHALLENGE_LABEL}={},{COMPONENT_LABEL}=workload,{ATTEMPT_LABEL}={}", v.name, v.attempt);
         pods(ctx, ns, &selector).await?.iter().find_map(waiting_of)
     };
-    Ok(Observation { namesrv_ready, brokers_ready, workload_ready, workload_waiting, job: None })
+    Ok(Observation { namesrv_ready, brokers_ready, workload_ready, workload_waiting, job: None, missing })
 }
 
 async fn observe_job(ctx: &Context, v: &ValidChallenge, job: Job) -> Result<JobObservation, Error> {
