@@ -79,6 +79,11 @@ struct Schedule {
 }
 
 pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
+    // Boxed: the scenario's future is deep, and test threads have small stacks.
+    Box::pin(scenario(ctx)).await
+}
+
+async fn scenario<P: Platform>(ctx: &mut Ctx<'_, P>) {
     ctx.phase(&format!("starting workload instance {INSTANCE}"));
     if let Err(e) = ctx.platform.start_workload(INSTANCE).await {
         ctx.judge(Check::error("workload-started", "the workload starts", e.to_string()));
@@ -144,7 +149,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
         }
     };
     let faults = drive_faults(&mut *ctx.platform, &mut *ctx.progress, t0, stalled_tx, &done);
-    let (schedule, _, burst_at) = tokio::join!(faults, steady, burst);
+    let (schedule, _, burst_at) = tokio::join!(Box::pin(faults), Box::pin(steady), Box::pin(burst));
     let elapsed = t0.elapsed();
     let mut outcomes = std::mem::take(&mut *outcomes.lock().await);
     outcomes.sort_by_key(|o| o.start);
@@ -177,7 +182,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     }
     ctx.figure("broker down (kill to serving again)", (s.restarted - s.kill).as_secs_f64(), "s");
     ctx.phase(&format!("reading topic {TOPIC} from the broker"));
-    let on_topic = broker::messages_on_topic(ctx.clients, TOPIC).await;
+    let on_topic = Box::pin(broker::messages_on_topic(ctx.clients, TOPIC)).await;
     let secs = |d: Duration| d.as_secs_f64();
 
     // Requests sent while the broker was healthy. Everything from the kill
