@@ -8,7 +8,6 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
-pub mod report;
 pub mod status;
 pub mod validate;
 

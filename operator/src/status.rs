@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dojo_crds::{ChallengeStatus, CheckStatus, Condition, FigureStatus, Phase};
-use crate::report::{Report, Verdict};
+use dojo_report::{Report, Verdict};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::error::Error;
@@ -182,7 +182,6 @@ mod tests {
     use super::*;
     use crate::validate::tests::challenge;
     use crate::validate::validate;
-    use serde_json::{Value, json};
 
     fn v(level: u8) -> ValidChallenge {
         validate(&challenge(level), 1).unwrap()
@@ -204,11 +203,21 @@ mod tests {
         Observation { job: Some(JobObservation { name: "orders-verifier-1".into(), failed: None, pod: Some(pod) }), ..ready() }
     }
 
-    /// A report as the verifier writes it (`Report::to_bounded_json`).
+    /// A report exactly as the verifier writes it.
     fn report(checks: &[(&str, &str)]) -> String {
-        let verdict = if checks.iter().any(|c| c.1 == "fail") { "fail" } else if checks.iter().any(|c| c.1 == "error") { "error" } else { "pass" };
-        let checks: Vec<Value> = checks.iter().map(|(id, v)| json!({"id": id, "title": id, "verdict": v, "summary": "seen", "evidence": [format!("{id}-evidence")]})).collect();
-        json!({"level": 3, "slug": "idempotency", "verdict": verdict, "checks": checks, "started_at_ms": 0, "duration_ms": 1000}).to_string()
+        let checks: Vec<dojo_report::Check> = checks
+            .iter()
+            .map(|(id, v)| {
+                let verdict = match *v {
+                    "pass" => Verdict::Pass,
+                    "fail" => Verdict::Fail,
+                    _ => Verdict::Error,
+                };
+                dojo_report::Check::new(id, id, verdict, "seen").with_evidence([format!("{id}-evidence")])
+            })
+            .collect();
+        let r = Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures: vec![], started_at_ms: 0, duration_ms: 1000, artefacts: None };
+        r.to_bounded_json(dojo_report::TERMINATION_MESSAGE_LIMIT)
     }
 
     #[test]

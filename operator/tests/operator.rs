@@ -10,7 +10,6 @@ use std::process::Command;
 
 use common::*;
 use dojo_crds::{Challenge, Phase};
-use serde_json::json;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service, ServiceAccount};
@@ -151,18 +150,23 @@ async fn level_12_brokers_land_one_per_zone() {
     assert_eq!(pdb.owner_references()[0].name, "dr");
 }
 
-/// A report in the verifier's termination-message format
-/// (`dojo_verifier::Report::to_bounded_json`): `(id, verdict, evidence)`.
+/// A report exactly as the verifier writes it to its termination message:
+/// `(id, verdict, evidence)` per check.
 fn report(checks: &[(&str, &str, &[&str])]) -> String {
-    let verdict = if checks.iter().any(|c| c.1 == "fail") { "fail" } else if checks.iter().any(|c| c.1 == "error") { "error" } else { "pass" };
-    let checks: Vec<serde_json::Value> =
-        checks.iter().map(|(id, v, ev)| json!({"id": id, "title": format!("{id} holds"), "verdict": v, "summary": "as measured", "evidence": ev})).collect();
-    json!({
-        "level": 3, "slug": "idempotency", "verdict": verdict, "checks": checks,
-        "figures": [{"name": "duplicated", "value": 2.0, "unit": "orders"}],
-        "started_at_ms": 0, "duration_ms": 61000,
-    })
-    .to_string()
+    use dojo_report::{Check, Figure, Report, TERMINATION_MESSAGE_LIMIT, Verdict};
+    let checks: Vec<Check> = checks
+        .iter()
+        .map(|(id, v, ev)| {
+            let verdict = match *v {
+                "pass" => Verdict::Pass,
+                "fail" => Verdict::Fail,
+                _ => Verdict::Error,
+            };
+            Check::new(id, &format!("{id} holds"), verdict, "as measured").with_evidence(ev.iter().copied())
+        })
+        .collect();
+    let figures = vec![Figure { name: "duplicated".into(), value: 2.0, unit: "orders".into() }];
+    Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures, started_at_ms: 0, duration_ms: 61000, artefacts: None }.to_bounded_json(TERMINATION_MESSAGE_LIMIT)
 }
 
 async fn verifier_pod(cp: &dojo_testenv::ControlPlane, ns: &str, job: &str) -> String {

@@ -27,3 +27,24 @@ pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use dledger::DLedgerGroup;
 pub use error::{Error, Result};
 pub use rocketmq::{BrokerConfig, RocketMq, RocketMqBuilder, Role, Server};
+
+/// For tests: polls `probe` until it yields a value; panics with its last
+/// complaint after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    let start = std::time::Instant::now();
+    let mut last = String::from("nothing observed yet");
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(e) => last = e,
+        }
+        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}; last seen: {last}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+

@@ -4,11 +4,10 @@
 //! installed. Every test works in a namespace of its own on the shared plane.
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dojo_testenv::control_plane::{ZONE_LABEL, ZONES, node_name};
-use dojo_testenv::{ControlPlane, Error};
+use dojo_testenv::{ControlPlane, Error, eventually};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
@@ -28,25 +27,6 @@ async fn plane() -> &'static ControlPlane {
 
 fn obj<T: DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("a valid object")
-}
-
-/// Polls `probe` until it yields a value; panics with its last complaint after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, String>>,
-{
-    let start = Instant::now();
-    let mut last = String::from("nothing observed yet");
-    loop {
-        match probe().await {
-            Ok(Some(v)) => return v,
-            Ok(None) => {}
-            Err(e) => last = e,
-        }
-        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}; last seen: {last}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// A pod template that kwok "runs": the image is never pulled.

@@ -1,6 +1,7 @@
 //! The verifier's report: JSON for machines, a table for people, and a
 //! size-bounded JSON for a pod's termination message (what the operator
-//! reads in a cluster).
+//! reads in a cluster). Its own crate so that the verifier writes and the
+//! operator reads the very same types.
 
 use serde::{Deserialize, Serialize};
 

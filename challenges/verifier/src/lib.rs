@@ -10,9 +10,9 @@ pub mod levels;
 pub mod local;
 pub mod platform;
 pub mod progress;
-pub mod report;
 pub mod run;
 pub mod workload;
 
 pub use platform::Platform;
+pub use dojo_report as report;
 pub use report::{Check, Figure, Report, Verdict};

@@ -4,12 +4,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dojo_crds::Challenge;
+pub use dojo_testenv::eventually;
 use dojo_testenv::ControlPlane;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -21,25 +21,6 @@ pub async fn plane() -> &'static ControlPlane {
     let cp = ControlPlane::shared().await.unwrap_or_else(|e| panic!("starting the control plane: {e}"));
     dojo_crds::install(cp.client()).await.unwrap();
     cp
-}
-
-/// Polls `probe` until it yields a value; panics with its last complaint after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, String>>,
-{
-    let start = Instant::now();
-    let mut last = String::from("nothing observed yet");
-    loop {
-        match probe().await {
-            Ok(Some(v)) => return v,
-            Ok(None) => {}
-            Err(e) => last = e,
-        }
-        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}; last seen: {last}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// A committed sample (`crds/samples/level-NN-*.yaml`), renamed.
