@@ -277,6 +277,10 @@ impl ControlPlane {
             format!("--use-service-account-credentials={}", b.sa_credentials),
             "--controllers=*".into(),
             "--cluster-name=dojo".into(),
+            // kwok's node heartbeats arrive late when the 2 cores are busy;
+            // the default 50 s grace then marks fake nodes NotReady and evicts
+            // their pods, which no real fault caused.
+            "--node-monitor-grace-period=5m".into(),
         ]);
         let mut controller_manager = spawn("kube-controller-manager", &bins.controller_manager, &root, kcm_args)?;
         let mut sched_args = common(&kubeconfig);
