@@ -42,7 +42,11 @@ const RESTART_AFTER: Duration = Duration::from_millis(1500);
 /// Quiet time before judging: longer than a claim's TTL plus one broker retry
 /// (RECONSUME_LATER comes back after 10 s), so late duplicates are seen.
 const SETTLE: Duration = Duration::from_secs(12);
-const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
+/// rocketmq-client-rust 1.0 runs listener calls on a small blocking lane (2 x
+/// CPUs at once, a queue of 8 x CPUs); a consume request that finds it full
+/// counts as failed and comes back through the retry topic 10 s, then 30 s,
+/// then 60 s later without the listener having seen it. Room for three.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The world for this level: a slow ledger that fails a few debits (503,
 /// nothing applied), as a payment provider does.
