@@ -273,7 +273,7 @@ fn judge<P: Platform>(
     let sent_as = |o: &Order| {
         if o.copies.len() > 1 {
             let qs: Vec<String> = o.copies.iter().map(|(q, off, _)| format!("queue {q} offset {off}")).collect();
-            format!("sent twice (producer retry: {})", qs.join(", "))
+            format!("sent twice by producer retry: {}", qs.join(" and "))
         } else {
             let (q, off, _) = &o.copies[0];
             format!("sent once (queue {q} offset {off})")
