@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::Ctx;
+use super::notifier::{self, notify};
 use crate::broker;
 use crate::platform::Platform;
 use crate::report::Check;
@@ -36,23 +37,7 @@ struct Outcome {
 }
 
 pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
-    ctx.phase(&format!("starting workload instance {INSTANCE}"));
-    if let Err(e) = ctx.platform.start_workload(INSTANCE).await {
-        ctx.judge(Check::error("workload-started", "the workload starts", e.to_string()));
-        return;
-    }
-    let addr = ctx.platform.workload_addr(INSTANCE).expect("level 1 workloads serve HTTP");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
-    if let Err(why) = wait_healthy(ctx, INSTANCE, &http, &addr).await {
-        let tail = ctx.platform.workload_log_tail(INSTANCE, 15);
-        ctx.judge(Check::fail("workload-started", "the workload starts and answers /healthz", why).with_evidence(tail.lines().map(String::from)));
-        return;
-    }
-
-    ctx.phase("warm-up: 20 requests");
-    for i in 0..20 {
-        let _ = notify(&http, &addr, &format!("warmup-{i}")).await;
-    }
+    let Some((http, addr)) = notifier::start(ctx, INSTANCE, Duration::from_secs(10)).await else { return };
     let baseline = ctx.platform.workload_stats(INSTANCE);
 
     ctx.phase(&format!("load: {}s of requests, {CONCURRENCY} at a time, sampling the broker's producers", LOAD.as_secs()));
@@ -185,24 +170,4 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
         Ok(s) if s.exited_in_time => Check::fail("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("it died with {} instead of shutting its producer down and exiting 0", s.status)),
         Ok(s) => Check::fail("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("still running {}s after SIGTERM; killed ({})", SHUTDOWN_GRACE.as_secs(), s.status)),
     });
-}
-
-/// Waits until workload `instance` answers `GET /healthz` (level 2 serves the same way).
-pub(super) async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, http: &reqwest::Client, addr: &str) -> Result<(), String> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = ctx.platform.workload_exit(instance) {
-            return Err(format!("the workload exited at start ({status})"));
-        }
-        if http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("no answer on http://{addr}/healthz within 30s"))
-}
-
-/// `POST /notify` for `order_id`: the HTTP status, or `None` without an answer.
-pub(super) async fn notify(http: &reqwest::Client, addr: &str, order_id: &str) -> Option<u16> {
-    http.post(format!("http://{addr}/notify")).json(&serde_json::json!({ "order_id": order_id })).send().await.ok().map(|r| r.status().as_u16())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, oneshot};
 
 use super::Ctx;
-use super::l01_producer_lifecycle::{notify, wait_healthy};
+use super::notifier::{self, notify};
 use crate::broker;
 use crate::platform::{BrokerFault, Platform};
 use crate::progress::Progress;
@@ -84,23 +84,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
 }
 
 async fn scenario<P: Platform>(ctx: &mut Ctx<'_, P>) {
-    ctx.phase(&format!("starting workload instance {INSTANCE}"));
-    if let Err(e) = ctx.platform.start_workload(INSTANCE).await {
-        ctx.judge(Check::error("workload-started", "the workload starts", e.to_string()));
-        return;
-    }
-    let addr = ctx.platform.workload_addr(INSTANCE).expect("level 2 workloads serve HTTP");
-    let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().expect("HTTP client");
-    if let Err(why) = wait_healthy(ctx, INSTANCE, &http, &addr).await {
-        let tail = ctx.platform.workload_log_tail(INSTANCE, 15);
-        ctx.judge(Check::fail("workload-started", "the workload starts and answers /healthz", why).with_evidence(tail.lines().map(String::from)));
-        return;
-    }
-
-    ctx.phase("warm-up: 20 requests");
-    for i in 0..20 {
-        let _ = notify(&http, &addr, &format!("warmup-{i}")).await;
-    }
+    let Some((http, addr)) = notifier::start(ctx, INSTANCE, HTTP_TIMEOUT).await else { return };
 
     ctx.phase(&format!(
         "load: {} requests/s; broker frozen {}s from t={}s with a burst of {BURST}, then stopped {}s and restarted",

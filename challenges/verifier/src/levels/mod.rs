@@ -11,6 +11,7 @@ use crate::progress::Progress;
 use crate::report::{Check, Figure};
 
 pub mod l01_producer_lifecycle;
+mod notifier;
 pub mod l02_retry_async;
 pub mod l03_idempotency;
 
