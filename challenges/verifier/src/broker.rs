@@ -4,17 +4,15 @@
 use std::collections::BTreeMap;
 
 use dojo_kit::Clients;
-use dojo_kit::client::MQAdminReadExt;
+use dojo_kit::client::{DefaultMQAdminExt, MQAdminReadExt};
 use dojo_kit::model::common::message::message_queue::MessageQueue;
 
 /// The producers the broker holds for group `group` on `topic`, as
 /// `mqadmin producerConnection` lists them: `client id (ip:port)` each. The
 /// client id names a producer instance; several may share one TCP connection.
 pub async fn producer_connections(clients: &Clients, group: &str, topic: &str) -> Result<Vec<String>, String> {
-    let mut admin = clients.admin();
-    let r = async {
-        admin.start().await.map_err(|e| format!("admin start: {e}"))?;
-        MQAdminReadExt::examine_producer_connection_info(&admin, group.into(), topic.into())
+    let r = with_admin(clients, async |admin| {
+        MQAdminReadExt::examine_producer_connection_info(admin, group.into(), topic.into())
             .await
             .map(|c| {
                 let mut addrs: Vec<String> = c.connection_set().iter().map(|conn| format!("{} ({})", conn.get_client_id(), conn.get_client_addr())).collect();
@@ -22,10 +20,24 @@ pub async fn producer_connections(clients: &Clients, group: &str, topic: &str) -
                 addrs
             })
             .map_err(|e| format!("producer connections of {group}: {e}"))
-    }
+    })
     .await;
+    empty_when_offline(r)
+}
+
+/// Runs `read` with a started admin session, shut down afterwards.
+async fn with_admin<T>(clients: &Clients, read: impl AsyncFnOnce(&DefaultMQAdminExt) -> Result<T, String>) -> Result<T, String> {
+    let mut admin = clients.admin();
+    let r = match admin.start().await {
+        Ok(()) => read(&admin).await,
+        Err(e) => Err(format!("admin start: {e}")),
+    };
     admin.shutdown().await;
-    // The broker answers "not online" when the group has no connection at all.
+    r
+}
+
+/// The broker answers "not online" when a group has no connection at all.
+fn empty_when_offline(r: Result<Vec<String>, String>) -> Result<Vec<String>, String> {
     match r {
         Err(e) if e.contains("not online") || e.contains("NOT_ONLINE") || e.contains("206") => Ok(Vec::new()),
         other => other,
@@ -118,10 +130,8 @@ pub async fn create_topic(clients: &Clients, topic: &str, queues: i32) -> Result
 /// The consumer clients the broker holds for `group`, by client id
 /// (`mqadmin consumerConnection`); empty when none is online.
 pub async fn consumer_clients(clients: &Clients, group: &str) -> Result<Vec<String>, String> {
-    let mut admin = clients.admin();
-    let r = async {
-        admin.start().await.map_err(|e| format!("admin start: {e}"))?;
-        MQAdminReadExt::examine_consumer_connection_info(&admin, group.into(), None)
+    let r = with_admin(clients, async |admin| {
+        MQAdminReadExt::examine_consumer_connection_info(admin, group.into(), None)
             .await
             .map(|c| {
                 let mut ids: Vec<String> = c.get_connection_set().iter().map(|conn| conn.get_client_id().to_string()).collect();
@@ -129,28 +139,20 @@ pub async fn consumer_clients(clients: &Clients, group: &str) -> Result<Vec<Stri
                 ids
             })
             .map_err(|e| format!("consumer connections of {group}: {e}"))
-    }
+    })
     .await;
-    admin.shutdown().await;
-    match r {
-        Err(e) if e.contains("not online") || e.contains("NOT_ONLINE") || e.contains("206") => Ok(Vec::new()),
-        other => other,
-    }
+    empty_when_offline(r)
 }
 
 /// The offsets the broker has committed for `group` on `topic`, by queue id:
 /// a message at or above its queue's committed offset is delivered again to
 /// whoever consumes that queue next.
 pub async fn committed_offsets(clients: &Clients, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, String> {
-    let mut admin = clients.admin();
-    let r = async {
-        admin.start().await.map_err(|e| format!("admin start: {e}"))?;
-        MQAdminReadExt::examine_consume_stats(&admin, group.into(), Some(topic.into()), None, None, None)
+    with_admin(clients, async |admin| {
+        MQAdminReadExt::examine_consume_stats(admin, group.into(), Some(topic.into()), None, None, None)
             .await
             .map(|stats| stats.get_offset_table().iter().filter(|(mq, _)| mq.topic() == topic).map(|(mq, w)| (mq.queue_id(), w.get_consumer_offset())).collect())
             .map_err(|e| format!("consume stats of {group}: {e}"))
-    }
-    .await;
-    admin.shutdown().await;
-    r
+    })
+    .await
 }
