@@ -14,6 +14,9 @@ pub mod l01_producer_lifecycle;
 mod notifier;
 pub mod l02_retry_async;
 pub mod l03_idempotency;
+pub mod l04_backlog;
+pub mod l05_ordered;
+pub mod l06_transactions;
 
 /// One level of the catalogue: the facts the CRD and operator share
 /// (`dojo_crds::levels`), plus what a learner reads in `dojo list`.
@@ -104,6 +107,9 @@ pub async fn run<P: Platform>(info: &LevelInfo, ctx: &mut Ctx<'_, P>) {
         1 => l01_producer_lifecycle::run(ctx).await,
         2 => l02_retry_async::run(ctx).await,
         3 => l03_idempotency::run(ctx).await,
+        4 => l04_backlog::run(ctx).await,
+        5 => l05_ordered::run(ctx).await,
+        6 => l06_transactions::run(ctx).await,
         n => ctx.judge(Check::error("playable", "the level has a scenario", format!("level {n} is not playable yet"))),
     }
 }
