@@ -216,7 +216,7 @@ mod tests {
                 dojo_report::Check::new(id, id, verdict, "seen").with_evidence([format!("{id}-evidence")])
             })
             .collect();
-        let r = Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures: vec![], started_at_ms: 0, duration_ms: 1000, artefacts: None };
+        let r = Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures: vec![], series: vec![], started_at_ms: 0, duration_ms: 1000, artefacts: None };
         r.to_bounded_json(dojo_report::TERMINATION_MESSAGE_LIMIT)
     }
 

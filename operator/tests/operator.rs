@@ -166,7 +166,7 @@ fn report(checks: &[(&str, &str, &[&str])]) -> String {
         })
         .collect();
     let figures = vec![Figure { name: "duplicated".into(), value: 2.0, unit: "orders".into() }];
-    Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures, started_at_ms: 0, duration_ms: 61000, artefacts: None }.to_bounded_json(TERMINATION_MESSAGE_LIMIT)
+    Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures, series: vec![], started_at_ms: 0, duration_ms: 61000, artefacts: None }.to_bounded_json(TERMINATION_MESSAGE_LIMIT)
 }
 
 async fn verifier_pod(cp: &dojo_testenv::ControlPlane, ns: &str, job: &str) -> String {

@@ -85,6 +85,28 @@ pub struct Figure {
     pub unit: String,
 }
 
+/// A measured curve, one point every `step_ms`: a level's drain (lag over
+/// time), shown as a sparkline in the table and as numbers in the JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub name: String,
+    pub unit: String,
+    pub step_ms: u64,
+    pub points: Vec<f64>,
+}
+
+impl Series {
+    /// `▁▂▄█` scaled from 0 to the highest point.
+    pub fn sparkline(&self) -> String {
+        const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+        let max = self.points.iter().copied().fold(0.0_f64, f64::max);
+        self.points
+            .iter()
+            .map(|&v| if max <= 0.0 || v <= 0.0 { ' ' } else { BARS[(((v / max) * 7.0).round() as usize).min(7)] })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub level: u8,
@@ -93,6 +115,8 @@ pub struct Report {
     pub checks: Vec<Check>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub figures: Vec<Figure>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<Series>,
     /// Unix milliseconds.
     pub started_at_ms: u64,
     pub duration_ms: u64,
@@ -131,6 +155,10 @@ impl Report {
         let mut r = self.clone();
         r.artefacts = None;
         let fits = |r: &Report| serde_json::to_string(r).map(|s| s.len() <= limit).unwrap_or(false);
+        // Curves are for people and dashboards; the termination message needs verdicts.
+        if !fits(&r) {
+            r.series.clear();
+        }
         while !fits(&r) {
             if let Some(c) = r.checks.iter_mut().rev().find(|c| !c.evidence.is_empty()) {
                 c.evidence.pop();
@@ -168,6 +196,10 @@ impl Report {
                 out.push_str(&format!("    {:<28} {:>12} {}\n", f.name, format_value(f.value), f.unit));
             }
         }
+        for s in &self.series {
+            let peak = s.points.iter().copied().fold(0.0_f64, f64::max);
+            out.push_str(&format!("\n  {} ({} points, one per {:.1}s, peak {} {})\n    |{}|\n", s.name, s.points.len(), s.step_ms as f64 / 1000.0, format_value(peak), s.unit, s.sparkline()));
+        }
         if let Some(a) = &self.artefacts {
             out.push_str(&format!("\n  artefacts: {a}\n"));
         }
@@ -184,7 +216,7 @@ mod tests {
     use super::*;
 
     fn report(checks: Vec<Check>) -> Report {
-        Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures: vec![Figure { name: "duplicated".into(), value: 2.0, unit: "orders".into() }], started_at_ms: 0, duration_ms: 61_500, artefacts: Some("/tmp/run".into()) }
+        Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures: vec![Figure { name: "duplicated".into(), value: 2.0, unit: "orders".into() }], series: vec![Series { name: "lag".into(), unit: "messages".into(), step_ms: 1000, points: vec![0.0, 8.0, 4.0, 1.0, 0.0] }], started_at_ms: 0, duration_ms: 61_500, artefacts: Some("/tmp/run".into()) }
     }
 
     #[test]
@@ -229,5 +261,6 @@ mod tests {
         assert!(t.contains("FAIL") && t.contains("1/2 checks passed"), "{t}");
         assert!(t.contains("order-7: debits #12, #15"));
         assert!(t.contains("duplicated") && t.contains("artefacts: /tmp/run"));
+        assert!(t.contains("lag (5 points, one per 1.0s, peak 8 messages)") && t.contains("| █▅▂ |"), "{t}");
     }
 }

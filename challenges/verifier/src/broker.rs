@@ -27,12 +27,9 @@ pub async fn producer_connections(clients: &Clients, group: &str, topic: &str) -
 
 /// Runs `read` with a started admin session, shut down afterwards.
 async fn with_admin<T>(clients: &Clients, read: impl AsyncFnOnce(&DefaultMQAdminExt) -> Result<T, String>) -> Result<T, String> {
-    let mut admin = clients.admin();
-    let r = match admin.start().await {
-        Ok(()) => read(&admin).await,
-        Err(e) => Err(format!("admin start: {e}")),
-    };
-    admin.shutdown().await;
+    let session = AdminSession::start(clients).await?;
+    let r = read(session.admin()).await;
+    session.shutdown().await;
     r
 }
 
@@ -148,11 +145,62 @@ pub async fn consumer_clients(clients: &Clients, group: &str) -> Result<Vec<Stri
 /// a message at or above its queue's committed offset is delivered again to
 /// whoever consumes that queue next.
 pub async fn committed_offsets(clients: &Clients, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>, String> {
-    with_admin(clients, async |admin| {
-        MQAdminReadExt::examine_consume_stats(admin, group.into(), Some(topic.into()), None, None, None)
-            .await
-            .map(|stats| stats.get_offset_table().iter().filter(|(mq, _)| mq.topic() == topic).map(|(mq, w)| (mq.queue_id(), w.get_consumer_offset())).collect())
-            .map_err(|e| format!("consume stats of {group}: {e}"))
-    })
-    .await
+    let progress = with_admin(clients, async |admin| consume_progress(admin, group, topic).await).await?;
+    Ok(progress.into_iter().map(|(q, p)| (q, p.committed)).collect())
+}
+
+/// Where one queue stands for a consumer group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueProgress {
+    /// The queue's next offset on the broker.
+    pub max: i64,
+    /// The group's committed offset (the next message it has not confirmed).
+    pub committed: i64,
+}
+
+impl QueueProgress {
+    /// Messages on the queue the group has not confirmed.
+    pub fn lag(&self) -> i64 {
+        (self.max - self.committed.max(0)).max(0)
+    }
+}
+
+/// The group's progress on `topic`, by queue id, as `mqadmin consumerProgress` shows it.
+pub async fn consume_progress(admin: &DefaultMQAdminExt, group: &str, topic: &str) -> Result<BTreeMap<i32, QueueProgress>, String> {
+    MQAdminReadExt::examine_consume_stats(admin, group.into(), Some(topic.into()), None, None, None)
+        .await
+        .map(|stats| {
+            stats
+                .get_offset_table()
+                .iter()
+                .filter(|(mq, _)| mq.topic() == topic)
+                .map(|(mq, w)| (mq.queue_id(), QueueProgress { max: w.get_broker_offset(), committed: w.get_consumer_offset() }))
+                .collect()
+        })
+        .map_err(|e| format!("consume stats of {group}: {e}"))
+}
+
+/// An admin session kept open across many reads (a scenario sampling lag
+/// every second would otherwise start a client per sample).
+pub struct AdminSession(DefaultMQAdminExt);
+
+impl AdminSession {
+    pub async fn start(clients: &Clients) -> Result<AdminSession, String> {
+        let mut admin = clients.admin();
+        match admin.start().await {
+            Ok(()) => Ok(AdminSession(admin)),
+            Err(e) => {
+                admin.shutdown().await;
+                Err(format!("admin start: {e}"))
+            }
+        }
+    }
+
+    pub fn admin(&self) -> &DefaultMQAdminExt {
+        &self.0
+    }
+
+    pub async fn shutdown(mut self) {
+        self.0.shutdown().await;
+    }
 }

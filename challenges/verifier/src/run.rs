@@ -79,9 +79,9 @@ pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progr
     let clients = Clients::new("verifier", mq.namesrv_addr()).map_err(dojo_testenv::Error::from)?;
     let mut platform = LocalPlatform::new(mq, built.binary, level.number, world.url(), run_dir.clone(), level.serves_http);
 
-    let mut ctx = Ctx { platform: &mut platform, world: &world, clients: &clients, progress, figures: Vec::new(), checks: Vec::new() };
+    let mut ctx = Ctx { platform: &mut platform, world: &world, clients: &clients, progress, figures: Vec::new(), series: Vec::new(), checks: Vec::new(), messages: None };
     levels::run(level, &mut ctx).await;
-    let Ctx { mut figures, checks, .. } = ctx;
+    let Ctx { mut figures, checks, series, .. } = ctx;
     for (name, kib) in [("workload peak RSS", platform.workload_peak_rss_kib()), ("broker peak RSS", platform.broker_peak_rss_kib())] {
         if let Some(kib) = kib {
             figures.push(Figure { name: name.into(), value: kib as f64 / 1024.0, unit: "MiB".into() });
@@ -94,6 +94,7 @@ pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progr
         verdict: Report::overall(&checks),
         checks,
         figures,
+        series,
         started_at_ms,
         duration_ms: start.elapsed().as_millis() as u64,
         artefacts: Some(run_dir.display().to_string()),

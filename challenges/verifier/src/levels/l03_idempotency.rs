@@ -15,7 +15,7 @@ use dojo_kit::model::common::message::message_queue::MessageQueue;
 use dojo_kit::model::common::message::message_single::Message;
 use dojo_world::{Effect, Fault, FaultRule, Kind, LedgerConfig, Op, Outcome, WorldConfig};
 
-use super::Ctx;
+use super::{Ctx, group};
 use crate::broker;
 use crate::platform::Platform;
 use crate::report::Check;
@@ -88,7 +88,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let started_wall = now_ms();
 
     ctx.phase(&format!("starting {FIRST} alone"));
-    if let Err(check) = start_and_register(ctx, FIRST, 1).await {
+    if let Err(check) = group::start_and_join(ctx, FIRST, GROUP, 1).await {
         producer.shutdown().await;
         return ctx.judge(check);
     }
@@ -101,7 +101,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     wait_debited(ctx, &orders, 0.95, Duration::from_secs(15)).await;
 
     ctx.phase(&format!("starting {SECOND}: two instances share the queues"));
-    if let Err(check) = start_and_register(ctx, SECOND, 2).await {
+    if let Err(check) = group::start_and_join(ctx, SECOND, GROUP, 2).await {
         producer.shutdown().await;
         return ctx.judge(check);
     }
@@ -159,7 +159,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     }
     tokio::time::sleep(RESTART_AFTER).await;
     ctx.phase(&format!("starting {FIRST} again"));
-    if let Err(check) = start_and_register(ctx, FIRST, 2).await {
+    if let Err(check) = group::start_and_join(ctx, FIRST, GROUP, 2).await {
         producer.shutdown().await;
         return ctx.judge(check);
     }
@@ -191,29 +191,6 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     }
 
     judge(ctx, &orders, &history, killed_at, started_wall, committed, drain, exits, tails);
-}
-
-/// Starts `instance` and waits until the broker lists `expect` consumers of the group.
-async fn start_and_register<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, expect: usize) -> Result<(), Check> {
-    if let Err(e) = ctx.platform.start_workload(instance).await {
-        return Err(Check::error("workload-started", "the consumer starts and joins its group", e.to_string()));
-    }
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = ctx.platform.workload_exit(instance) {
-            let tail = ctx.platform.workload_log_tail(instance, 15);
-            return Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} exited at start ({status})")).with_evidence(tail.lines().map(String::from)));
-        }
-        match broker::consumer_clients(ctx.clients, GROUP).await {
-            Ok(ids) if ids.len() >= expect => return Ok(()),
-            Ok(ids) => last = format!("the broker lists {} consumer(s) of {GROUP}", ids.len()),
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let tail = ctx.platform.workload_log_tail(instance, 15);
-    Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} did not join group {GROUP} within 30s: {last}")).with_evidence(tail.lines().map(String::from)))
 }
 
 /// Sends orders `range`, each to the next queue in turn; every

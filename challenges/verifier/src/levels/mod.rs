@@ -8,10 +8,11 @@ use dojo_world::WorldHandle;
 
 use crate::platform::Platform;
 use crate::progress::Progress;
-use crate::report::{Check, Figure};
+use crate::report::{Check, Figure, Series};
 
 pub mod l01_producer_lifecycle;
 mod notifier;
+mod group;
 pub mod l02_retry_async;
 pub mod l03_idempotency;
 pub mod l04_backlog;
@@ -82,7 +83,10 @@ pub struct Ctx<'a, P: Platform> {
     pub clients: &'a Clients,
     pub progress: &'a mut dyn Progress,
     pub figures: Vec<Figure>,
+    pub series: Vec<Series>,
     pub checks: Vec<Check>,
+    /// The run's scale overrides (a Challenge's `spec.overrides`); `None` keeps the level's default.
+    pub messages: Option<u32>,
 }
 
 impl<P: Platform> Ctx<'_, P> {

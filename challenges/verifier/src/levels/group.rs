@@ -1,0 +1,32 @@
+//! Consumer instances of a level's workload joining their group.
+
+use std::time::{Duration, Instant};
+
+use super::Ctx;
+use crate::broker;
+use crate::platform::Platform;
+use crate::report::Check;
+
+/// Starts consumer `instance` and waits until the broker lists `expect`
+/// consumers of `group`: only then is a wave sent to it meaningful.
+pub async fn start_and_join<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, group: &str, expect: usize) -> Result<(), Check> {
+    if let Err(e) = ctx.platform.start_workload(instance).await {
+        return Err(Check::error("workload-started", "the consumer starts and joins its group", e.to_string()));
+    }
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = ctx.platform.workload_exit(instance) {
+            let tail = ctx.platform.workload_log_tail(instance, 15);
+            return Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} exited at start ({status})")).with_evidence(tail.lines().map(String::from)));
+        }
+        match broker::consumer_clients(ctx.clients, group).await {
+            Ok(ids) if ids.len() >= expect => return Ok(()),
+            Ok(ids) => last = format!("the broker lists {} consumer(s) of {group}", ids.len()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let tail = ctx.platform.workload_log_tail(instance, 15);
+    Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} did not join group {group} within 30s: {last}")).with_evidence(tail.lines().map(String::from)))
+}
