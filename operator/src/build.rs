@@ -35,7 +35,8 @@ pub struct Objects {
     pub namesrv: StatefulSet,
     pub broker_config: ConfigMap,
     pub broker_service: Service,
-    pub broker: StatefulSet,
+    /// One StatefulSet of one broker per zone (level 12), else one.
+    pub brokers: Vec<StatefulSet>,
     /// Level 12 only: keeps a DLedger majority through voluntary disruptions.
     pub broker_pdb: Option<PodDisruptionBudget>,
     pub verifier_account: ServiceAccount,
@@ -55,7 +56,7 @@ pub fn build(v: &ValidChallenge) -> Objects {
         namesrv: namesrv(v),
         broker_config: broker_config(v),
         broker_service: broker_service(v),
-        broker: broker(v),
+        brokers: brokers(v),
         broker_pdb: broker_pdb(v),
         verifier_account: verifier_account(v),
         verifier_role: verifier_role(v),
@@ -124,9 +125,11 @@ pub fn namesrv(v: &ValidChallenge) -> StatefulSet {
     }))
 }
 
-/// `broker-<ordinal>.conf` per broker, with the keys the local test
+/// `broker-<i>.conf` of broker `i`, with the keys the local test
 /// environment uses (testenv's `BrokerConfig::to_properties`); `@POD_IP@`
-/// is replaced at start, since a broker registers its own address.
+/// is replaced at start, since a broker registers its own address. The
+/// zone is not among them: RocketMQ 5.5.0's BrokerConfig has no zone
+/// property, a broker reads it from `ROCKETMQ_ZONE` (see `brokers`).
 pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
     let mut lines: Vec<(String, String)> = vec![
         ("brokerClusterName".into(), "dojo".into()),
@@ -148,9 +151,9 @@ pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
         ("flushDiskType".into(), "ASYNC_FLUSH".into()),
     ];
     if v.level.brokers == 3 {
-        let sts = v.object_name("broker");
+        let service = v.object_name("broker");
         let peers: Vec<String> =
-            (0..3).map(|i| format!("n{i}-{sts}-{i}.{sts}.{}.svc:{DLEDGER_PORT}", v.namespace)).collect();
+            v.broker_pods().iter().enumerate().map(|(i, pod)| format!("n{i}-{pod}.{service}.{}.svc:{DLEDGER_PORT}", v.namespace)).collect();
         lines.extend([
             ("enableDLegerCommitLog".into(), "true".into()),
             ("dLegerGroup".into(), "dojo-dledger".into()),
@@ -180,65 +183,75 @@ pub fn broker_service(v: &ValidChallenge) -> Service {
     )
 }
 
-pub fn broker(v: &ValidChallenge) -> StatefulSet {
-    let start = format!(
-        "set -e; ordinal=${{HOSTNAME##*-}}; sed \"s/@POD_IP@/$POD_IP/\" {CONF_DIR}/broker-$ordinal.conf > {BROKER_CONF}; exec sh mqbroker -c {BROKER_CONF}"
-    );
-    let mut pod_spec = json!({
-        "enableServiceLinks": false,
-        "containers": [{
-            "name": "broker",
-            "image": v.rocketmq_image,
-            "command": ["sh", "-c", start],
-            "env": [
-                {"name": "JAVA_OPT_EXT", "value": JAVA_OPTS},
-                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            ],
-            "ports": [
-                {"name": "broker", "containerPort": BROKER_PORT},
-                {"name": "fast", "containerPort": BROKER_PORT - 2},
-                {"name": "ha", "containerPort": BROKER_PORT + 1},
-                {"name": "dledger", "containerPort": DLEDGER_PORT},
-            ],
-            "readinessProbe": {"tcpSocket": {"port": BROKER_PORT}, "periodSeconds": 5},
-            "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}},
-            "volumeMounts": [
-                {"name": "config", "mountPath": CONF_DIR},
-                {"name": "conf", "mountPath": "/home/rocketmq/conf"},
-                {"name": "store", "mountPath": "/home/rocketmq/store"},
-            ],
-        }],
-        // An exercise's messages live as long as its pod: no volume claims
-        // to provision or to leave behind.
-        "volumes": [
-            {"name": "config", "configMap": {"name": v.object_name("broker")}},
-            {"name": "conf", "emptyDir": {}},
-            {"name": "store", "emptyDir": {}},
-        ],
-    });
-    if v.level.brokers == 3 {
-        pod_spec["topologySpreadConstraints"] = json!([{
-            "maxSkew": 1,
-            "minDomains": 3,
-            "topologyKey": ZONE_KEY,
-            "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": v.selector("broker")},
-        }]);
-        pod_spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": ZONE_KEY, "operator": "In", "values": v.zones}]}],
-        }}});
-    }
-    typed(json!({
-        "metadata": metadata(v, v.object_name("broker"), "broker"),
-        "spec": {
-            "replicas": v.level.brokers,
-            "serviceName": v.object_name("broker"),
-            // A DLedger group elects only when its peers run: start them together.
-            "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": v.selector("broker")},
-            "template": {"metadata": {"labels": v.labels("broker")}, "spec": pod_spec},
-        },
-    }))
+/// The brokers, one StatefulSet of one pod each when there are zones.
+///
+/// Why one StatefulSet per zone: a broker must know its zone when it
+/// starts (it registers it with the name server, and level 12's clients
+/// pick brokers by zone), and one StatefulSet template is the same for all
+/// its pods. Its pods cannot learn the zone they landed in either: the
+/// downward API exposes the node's name but not its labels, and reading the
+/// Node would give every broker a cluster-wide Role. So broker `i` gets a
+/// StatefulSet that can only schedule into `zones[i]` and says so in its
+/// environment; a pod lands in the zone its configuration names, by
+/// construction. Every broker gets its own `broker.conf` from the ConfigMap.
+pub fn brokers(v: &ValidChallenge) -> Vec<StatefulSet> {
+    let start = format!("set -e; sed \"s/@POD_IP@/$POD_IP/\" {CONF_DIR}/broker.conf > {BROKER_CONF}; exec sh mqbroker -c {BROKER_CONF}");
+    v.broker_sets()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut env = vec![
+                json!({"name": "JAVA_OPT_EXT", "value": JAVA_OPTS}),
+                json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+            ];
+            let mut pod_spec = json!({
+                "enableServiceLinks": false,
+                "containers": [{
+                    "name": "broker",
+                    "image": v.rocketmq_image,
+                    "command": ["sh", "-c", start],
+                    "ports": [
+                        {"name": "broker", "containerPort": BROKER_PORT},
+                        {"name": "fast", "containerPort": BROKER_PORT - 2},
+                        {"name": "ha", "containerPort": BROKER_PORT + 1},
+                        {"name": "dledger", "containerPort": DLEDGER_PORT},
+                    ],
+                    "readinessProbe": {"tcpSocket": {"port": BROKER_PORT}, "periodSeconds": 5},
+                    "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}},
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": CONF_DIR},
+                        {"name": "conf", "mountPath": "/home/rocketmq/conf"},
+                        {"name": "store", "mountPath": "/home/rocketmq/store"},
+                    ],
+                }],
+                // An exercise's messages live as long as its pod: no volume
+                // claims to provision or to leave behind.
+                "volumes": [
+                    {"name": "config", "configMap": {"name": v.object_name("broker"), "items": [{"key": format!("broker-{i}.conf"), "path": "broker.conf"}]}},
+                    {"name": "conf", "emptyDir": {}},
+                    {"name": "store", "emptyDir": {}},
+                ],
+            });
+            if let Some(zone) = v.zones.get(i) {
+                // Read by the broker (RocketMQ's `rocketmq.zone`) and sent
+                // with its registration to the name server.
+                env.push(json!({"name": "ROCKETMQ_ZONE", "value": zone}));
+                pod_spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": ZONE_KEY, "operator": "In", "values": [zone]}]}],
+                }}});
+            }
+            pod_spec["containers"][0]["env"] = json!(env);
+            typed(json!({
+                "metadata": metadata(v, name.clone(), "broker"),
+                "spec": {
+                    "replicas": 1,
+                    "serviceName": v.object_name("broker"),
+                    "selector": {"matchLabels": v.broker_selector(i)},
+                    "template": {"metadata": {"labels": v.broker_labels(i)}, "spec": pod_spec},
+                },
+            }))
+        })
+        .collect()
 }
 
 pub fn broker_pdb(v: &ValidChallenge) -> Option<PodDisruptionBudget> {
@@ -301,7 +314,7 @@ pub fn verifier_account(v: &ValidChallenge) -> ServiceAccount {
 /// scale the workload, and cut pods off with NetworkPolicies.
 pub fn verifier_role(v: &ValidChallenge) -> Role {
     let mut rocketmq_pods = vec![format!("{}-0", v.object_name("namesrv"))];
-    rocketmq_pods.extend((0..v.level.brokers).map(|i| format!("{}-{i}", v.object_name("broker"))));
+    rocketmq_pods.extend(v.broker_pods());
     typed(json!({
         "metadata": metadata(v, v.object_name("verifier"), "verifier"),
         "rules": [
@@ -442,8 +455,9 @@ pub fn verifier_job(v: &ValidChallenge) -> Job {
 mod tests {
     use super::*;
     use crate::validate::tests::challenge;
-    use crate::validate::validate;
+    use crate::validate::{BROKER_LABEL, validate};
     use k8s_openapi::api::core::v1::PodSpec;
+    use std::collections::BTreeSet;
 
     fn valid(level: u8) -> ValidChallenge {
         validate(&challenge(level), 1).unwrap()
@@ -462,7 +476,9 @@ mod tests {
             &o.namesrv.metadata,
             &o.broker_config.metadata,
             &o.broker_service.metadata,
-            &o.broker.metadata,
+            &o.brokers[0].metadata,
+            &o.brokers[1].metadata,
+            &o.brokers[2].metadata,
             &o.broker_pdb.as_ref().unwrap().metadata,
             &o.verifier_account.metadata,
             &o.verifier_role.metadata,
@@ -523,40 +539,58 @@ mod tests {
     fn single_broker_below_level_12() {
         let v = valid(5);
         let o = build(&v);
-        assert_eq!(o.broker.spec.as_ref().unwrap().replicas, Some(1));
+        assert_eq!(o.brokers.len(), 1);
+        assert_eq!(o.brokers[0].metadata.name.as_deref(), Some("orders-broker"));
+        assert_eq!(o.brokers[0].spec.as_ref().unwrap().replicas, Some(1));
         assert!(o.broker_pdb.is_none());
         let conf = &o.broker_config.data.as_ref().unwrap()["broker-0.conf"];
         assert!(conf.contains("namesrvAddr=orders-namesrv.team-a.svc:9876\n"));
         assert!(conf.contains("enablePropertyFilter=true\n") && conf.contains("traceTopicEnable=true\n"));
         assert!(!conf.contains("DLeger"));
-        let pod = o.broker.spec.unwrap().template.spec.unwrap();
-        assert!(pod.topology_spread_constraints.is_none());
+        let pod = o.brokers[0].spec.clone().unwrap().template.spec.unwrap();
+        assert!(pod.affinity.is_none());
+        assert!(!env_names(&pod).contains(&"ROCKETMQ_ZONE".to_string()));
         assert_eq!(o.namesrv.spec.unwrap().template.spec.unwrap().containers[0].command.clone().unwrap(), ["sh", "mqnamesrv"]);
     }
 
     #[test]
-    fn level_12_is_one_dledger_group_spread_over_three_zones() {
-        let v = valid(12);
+    fn level_12_is_one_dledger_group_with_one_broker_pinned_to_each_zone() {
+        let mut ch = challenge(12);
+        ch.spec.rocketmq.zones = Some(vec!["eu-1a".into(), "eu-1b".into(), "eu-1c".into()]);
+        let v = validate(&ch, 1).unwrap();
         let o = build(&v);
-        let sts = o.broker.spec.unwrap();
-        assert_eq!(sts.replicas, Some(3));
-        assert_eq!(sts.pod_management_policy.as_deref(), Some("Parallel"));
-        let pod = sts.template.spec.unwrap();
-        let spread = &pod.topology_spread_constraints.unwrap()[0];
-        assert_eq!((spread.max_skew, spread.topology_key.as_str(), spread.when_unsatisfiable.as_str()), (1, ZONE_KEY, "DoNotSchedule"));
-        let terms = &pod.affinity.unwrap().node_affinity.unwrap().required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
-        assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].values.as_ref().unwrap(), &["zone-a", "zone-b", "zone-c"]);
+        assert_eq!(o.brokers.len(), 3);
         let data = o.broker_config.data.unwrap();
         assert_eq!(data.len(), 3);
-        for i in 0..3 {
-            let conf = &data[&format!("broker-{i}.conf")];
+        let mut selectors = BTreeSet::new();
+        for (i, (sts, zone)) in o.brokers.iter().zip(["eu-1a", "eu-1b", "eu-1c"]).enumerate() {
+            assert_eq!(sts.metadata.name.as_deref(), Some(format!("orders-broker-{i}").as_str()));
+            let spec = sts.spec.clone().unwrap();
+            assert_eq!((spec.replicas, spec.service_name.as_deref()), (Some(1), Some("orders-broker")));
+            // The selectors of the three StatefulSets are disjoint and match their own template.
+            let selector = spec.selector.match_labels.unwrap();
+            let labels = spec.template.metadata.unwrap().labels.unwrap();
+            assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)), "{selector:?} vs {labels:?}");
+            assert!(selectors.insert(selector[BROKER_LABEL].clone()));
+            let pod = spec.template.spec.unwrap();
+            // Scheduled only into its zone, and told which zone that is.
+            let terms = &pod.affinity.clone().unwrap().node_affinity.unwrap().required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
+            let expr = &terms[0].match_expressions.as_ref().unwrap()[0];
+            assert_eq!((expr.key.as_str(), expr.operator.as_str(), expr.values.clone().unwrap()), (ZONE_KEY, "In", vec![zone.to_string()]));
+            let env: BTreeMap<String, String> = pod.containers[0].env.clone().unwrap().into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+            assert_eq!(env["ROCKETMQ_ZONE"], zone);
+            // Its own broker.conf, whatever its pod's name.
+            let items = pod.volumes.unwrap()[0].config_map.clone().unwrap().items.unwrap();
+            assert_eq!((items[0].key.clone(), items[0].path.as_str()), (format!("broker-{i}.conf"), "broker.conf"));
+            let conf = &data[&items[0].key];
             assert!(conf.contains("enableDLegerCommitLog=true\n"));
             assert!(conf.contains(&format!("dLegerSelfId=n{i}\n")));
-            assert!(conf.contains("dLegerPeers=n0-orders-broker-0.orders-broker.team-a.svc:40911;n1-orders-broker-1.orders-broker.team-a.svc:40911;n2-"));
+            assert!(conf.contains("dLegerPeers=n0-orders-broker-0-0.orders-broker.team-a.svc:40911;n1-orders-broker-1-0.orders-broker.team-a.svc:40911;n2-orders-broker-2-0."));
             assert!(conf.contains("brokerName=dojo-dledger\n"));
         }
         let pdb = o.broker_pdb.unwrap().spec.unwrap();
         assert_eq!(pdb.min_available.unwrap(), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2));
+        assert_eq!(pdb.selector.unwrap().match_labels.unwrap(), v.selector("broker"));
     }
 
     #[test]
@@ -587,7 +621,7 @@ mod tests {
         let role = verifier_role(&valid(12));
         let rules = role.rules.unwrap();
         let delete = rules.iter().find(|r| r.verbs.contains(&"delete".to_string()) && r.resources.as_ref().unwrap() == &["pods"]).unwrap();
-        assert_eq!(delete.resource_names.clone().unwrap(), ["orders-namesrv-0", "orders-broker-0", "orders-broker-1", "orders-broker-2"]);
+        assert_eq!(delete.resource_names.clone().unwrap(), ["orders-namesrv-0", "orders-broker-0-0", "orders-broker-1-0", "orders-broker-2-0"]);
         assert!(rules.iter().all(|r| !r.verbs.contains(&"*".to_string())));
         let binding = verifier_binding(&valid(12));
         assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some("team-a"));

@@ -9,10 +9,10 @@ pub enum Error {
     InvalidSpec(String),
     #[error("the Challenge has no metadata.{0} (it was not read from the API server)")]
     MissingMetadata(&'static str),
-    #[error("the workload image {image} cannot be pulled ({detail}): check the name and tag, push it where the cluster can pull it, then set spec.workload.image again")]
-    WorkloadImageUnavailable { image: String, detail: String },
-    #[error("the workload keeps crashing ({detail}): read `kubectl logs deploy/{deployment}`, fix the program and push a new image")]
-    WorkloadCrashing { deployment: String, detail: String },
+    #[error("the workload image {image} cannot be pulled ({detail}): push it or fix spec.workload.image (check the name and tag, and that the cluster can pull from that registry); a new image starts a new attempt")]
+    WorkloadImagePullFailed { image: String, detail: String },
+    #[error("the workload crashes ({detail}): see why with `kubectl logs -n {namespace} deploy/{deployment} --previous`, fix the program and set spec.workload.image to the new image")]
+    WorkloadCrashing { namespace: String, deployment: String, detail: String },
     #[error("not ready after {seconds} s: {waiting}; see `kubectl describe` of those objects (raise spec.overrides.provisionSeconds on a slow cluster)")]
     ProvisionTimedOut { seconds: u32, waiting: String },
     #[error("the verifier image {image} cannot be pulled ({detail}): install the verifier image matching the operator or set spec.verifier.image")]
@@ -44,7 +44,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::MissingMetadata(_) => "MissingMetadata",
-            Error::WorkloadImageUnavailable { .. } => "WorkloadImageUnavailable",
+            Error::WorkloadImagePullFailed { .. } => "WorkloadImagePullFailed",
             Error::WorkloadCrashing { .. } => "WorkloadCrashing",
             Error::ProvisionTimedOut { .. } => "ProvisionTimedOut",
             Error::VerifierImageUnavailable { .. } => "VerifierImageUnavailable",

@@ -1,7 +1,9 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, as client-go
 //! does it: a replica holds the Lease while it renews it; another takes it
-//! over only once it has expired. Every write carries the resourceVersion
-//! read just before, so two replicas can never both win the same round.
+//! over once it has expired or its holder released it (on SIGTERM, as
+//! client-go's ReleaseOnCancel does). Every write carries the
+//! resourceVersion read just before, so two replicas can never both win the
+//! same round.
 
 use std::time::Duration;
 
@@ -21,6 +23,9 @@ pub struct LeaseConfig {
     pub duration: Duration,
     /// How often the holder renews (well under `duration`).
     pub renew_every: Duration,
+    /// How often a standby tries to take the Lease (client-go's retry
+    /// period): a released Lease is taken over within this.
+    pub retry_every: Duration,
 }
 
 pub struct LeaderElector {
@@ -75,7 +80,9 @@ impl LeaderElector {
                 let spec = lease.spec.get_or_insert_with(Default::default);
                 let mine = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
                 let held_for = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).into());
-                let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + held_for < now) || spec.holder_identity.is_none();
+                // client-go releases with an empty holder, this operator with none.
+                let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+                let expired = released || spec.renew_time.as_ref().is_none_or(|t| t.0 + held_for < now);
                 if !mine && !expired {
                     return Ok(false);
                 }
@@ -104,7 +111,32 @@ impl LeaderElector {
             if self.try_acquire_or_renew().await? {
                 return Ok(());
             }
-            tokio::time::sleep(self.config.renew_every).await;
+            tokio::time::sleep(self.config.retry_every).await;
+        }
+    }
+
+    /// Gives the Lease up if this replica holds it, so that a standby takes
+    /// over on its next try instead of after the Lease expires. Call it only
+    /// once reconciling has stopped.
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await.map_err(|e| self.err(e))? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(());
+        }
+        // What client-go writes on ReleaseOnCancel: no holder, a 1 s duration.
+        let now = MicroTime(Timestamp::now());
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now.clone());
+        spec.acquire_time = Some(now);
+        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(()),
+            // Someone else wrote it in between: it is not ours to release any more.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(self.err(e)),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod status;
 pub mod validate;
 
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,15 +21,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use dojo_crds::Challenge;
-use futures::StreamExt;
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 pub use error::Error;
@@ -60,9 +67,12 @@ pub struct Shared {
 }
 
 /// Serves the HTTP endpoints, then runs the controller while this replica
-/// holds the Lease. Returns an error when leadership is lost (the process
-/// should exit and be restarted, as client-go operators do).
-pub async fn run(client: Client, opts: Options) -> Result<(), RunError> {
+/// holds the Lease, until `shutdown` resolves: then in-flight reconciles
+/// finish, the Lease is released for the standby and `run` returns Ok.
+/// Returns an error when leadership is lost (the process should exit and
+/// be restarted, as client-go operators do).
+pub async fn run(client: Client, opts: Options, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let shutdown = shutdown.boxed().shared();
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(opts.http_addr).await.map_err(|source| RunError::Listen { addr: opts.http_addr, source })?;
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics /healthz /readyz");
@@ -73,13 +83,28 @@ pub async fn run(client: Client, opts: Options) -> Result<(), RunError> {
     elector.try_acquire_or_renew().await?;
     shared.ready.store(true, Ordering::SeqCst);
     info!(identity = %opts.lease.identity, lease = %format!("{}/{}", opts.lease.namespace, opts.lease.name), "waiting for leadership");
-    elector.acquire().await?;
+    tokio::select! {
+        acquired = elector.acquire() => acquired?,
+        () = shutdown.clone() => {
+            // The first round above may have taken the Lease.
+            elector.release().await?;
+            return Ok(());
+        }
+    }
     shared.metrics.leader.set(1);
     info!(identity = %opts.lease.identity, "leading: reconciling Challenges");
 
-    let controller = controller(client, &opts, shared.clone());
+    let controller = controller(client, &opts, shared.clone(), shutdown.clone());
     tokio::select! {
-        () = controller => Err(RunError::ControllerStopped),
+        () = controller => {
+            shared.metrics.leader.set(0);
+            if shutdown.peek().is_none() {
+                return Err(RunError::ControllerStopped);
+            }
+            elector.release().await?;
+            info!(identity = %opts.lease.identity, "released the Lease: stopped");
+            Ok(())
+        }
         lost = elector.hold() => {
             shared.metrics.leader.set(0);
             Err(RunError::LeaseLost(lost.0))
@@ -87,24 +112,43 @@ pub async fn run(client: Client, opts: Options) -> Result<(), RunError> {
     }
 }
 
-async fn controller(client: Client, opts: &Options, shared: Arc<Shared>) {
-    let api = |c: &Client| -> Api<Challenge> {
-        match &opts.namespace {
-            Some(ns) => Api::namespaced(c.clone(), ns),
-            None => Api::all(c.clone()),
-        }
-    };
-    fn owned<K: kube::Resource<DynamicType = ()>>(client: &Client, ns: &Option<String>) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
+/// An `Api` over `ns`, or over all namespaces.
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
-    // Only Dojo's own objects are cached, not every pod of the cluster.
-    let mine = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+}
+
+/// Only Dojo's own objects are watched, not every pod of the cluster.
+fn mine() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
+}
+
+/// Metadata-only events of one owned kind: a reconcile needs only to know
+/// that something changed (it reads what it judges), so no object bodies
+/// are held or decoded. With `reapply`, a deletion makes the owner's next
+/// reconcile apply everything again (the object is one `apply_all` writes).
+fn owned<K>(client: &Client, opts: &Options, ctx: &Arc<Context>, reapply: bool) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let ctx = ctx.clone();
+    watcher(scoped::<PartialObjectMeta<K>>(client, &opts.namespace), mine())
+        .default_backoff()
+        .map_ok(move |event| {
+            if let (true, watcher::Event::Delete(gone)) = (reapply, &event) {
+                ctx.forget_applied(gone);
+            }
+            event
+        })
+        .touched_objects()
+}
+
+async fn controller(client: Client, opts: &Options, shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let reporter = Reporter { controller: MANAGER.into(), instance: Some(opts.lease.identity.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -113,14 +157,25 @@ async fn controller(client: Client, opts: &Options, shared: Arc<Shared>) {
         report_grace: opts.report_grace,
         applied: Default::default(),
     });
-    let controller = Controller::new(api(&client), watcher::Config::default())
-        .owns(owned::<StatefulSet>(&client, &opts.namespace), mine.clone())
-        .owns(owned::<Deployment>(&client, &opts.namespace), mine.clone())
-        .owns(owned::<Job>(&client, &opts.namespace), mine.clone())
+    let c = &client;
+    // One watch per kind the Challenge owns, whatever the number of
+    // Challenges; a deleted object comes back within a reconcile.
+    let controller = Controller::new(scoped::<Challenge>(c, &opts.namespace), watcher::Config::default())
+        .owns_stream(owned::<StatefulSet>(c, opts, &ctx, true))
+        .owns_stream(owned::<Deployment>(c, opts, &ctx, true))
+        .owns_stream(owned::<Service>(c, opts, &ctx, true))
+        .owns_stream(owned::<ConfigMap>(c, opts, &ctx, true))
+        .owns_stream(owned::<ServiceAccount>(c, opts, &ctx, true))
+        .owns_stream(owned::<Role>(c, opts, &ctx, true))
+        .owns_stream(owned::<RoleBinding>(c, opts, &ctx, true))
+        .owns_stream(owned::<NetworkPolicy>(c, opts, &ctx, true))
+        .owns_stream(owned::<PodDisruptionBudget>(c, opts, &ctx, true))
+        // The verifier Job is applied by the phase logic, not by `apply_all`.
+        .owns_stream(owned::<Job>(c, opts, &ctx, false))
         // Pods are owned by ReplicaSets and Jobs, not by the Challenge:
         // their label names the Challenge (the verifier's report and image
         // pull errors show up on pods first).
-        .watches(owned::<Pod>(&client, &opts.namespace), mine, |pod: Pod| {
+        .watches_stream(watcher(scoped::<PartialObjectMeta<Pod>>(c, &opts.namespace), mine()).default_backoff().touched_objects(), |pod: PartialObjectMeta<Pod>| {
             let ns = pod.namespace();
             pod.labels().get(CHALLENGE_LABEL).map(|name| {
                 let r = ObjectRef::<Challenge>::new(name);
@@ -131,7 +186,8 @@ async fn controller(client: Client, opts: &Options, shared: Arc<Shared>) {
             })
         })
         // A pod's start is a burst of status updates: one reconcile for the lot.
-        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)));
+        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)))
+        .graceful_shutdown_on(shutdown);
     let _ = shared.store.set(controller.store());
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

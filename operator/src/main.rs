@@ -26,6 +26,9 @@ struct Args {
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// Seconds between a standby's attempts to take the Lease.
+    #[arg(long, default_value_t = 2)]
+    retry_seconds: u64,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -51,6 +54,7 @@ async fn main() {
         identity,
         duration: Duration::from_secs(args.lease_seconds),
         renew_every: Duration::from_secs((args.lease_seconds / 3).max(1)),
+        retry_every: Duration::from_secs(args.retry_seconds.max(1)),
     };
     let opts = Options {
         namespace: args.namespace,
@@ -67,14 +71,15 @@ async fn main() {
         }
     };
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        result = run(client, opts) => {
-            if let Err(e) = result {
-                eprintln!("dojo-operator: {e}");
-                std::process::exit(1);
-            }
+    // Stop reconciling, release the Lease for the standby, exit 0.
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
         }
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+    };
+    if let Err(e) = run(client, opts, shutdown).await {
+        eprintln!("dojo-operator: {e}");
+        std::process::exit(1);
     }
 }

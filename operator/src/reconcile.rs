@@ -45,10 +45,22 @@ pub struct Applied {
     at: Instant,
 }
 
-/// Even when nothing changed, objects are re-applied this often: the
-/// Services, Roles and ConfigMaps are not watched, so this is how a
-/// deleted or edited one comes back.
+/// Even when nothing changed, objects are re-applied this often: a
+/// deletion is seen at once (the owned kinds are watched), but an edit by
+/// hand or a deletion missed while a watch restarted comes back only so.
 const REAPPLY_EVERY: Duration = Duration::from_secs(300);
+
+impl Context {
+    /// An object of a Challenge was deleted: its next reconcile applies
+    /// everything again instead of trusting what was last applied.
+    pub fn forget_applied<K: Resource>(&self, gone: &K) {
+        let Some(owner) = gone.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Challenge::kind(&())) else {
+            return;
+        };
+        let key = format!("{}/{}", gone.meta().namespace.as_deref().unwrap_or_default(), owner.name);
+        self.applied.lock().unwrap().remove(&key);
+    }
+}
 
 /// The controller's entry point: the pipeline plus metrics and a Warning
 /// Event for errors that will be retried.
@@ -261,7 +273,9 @@ async fn apply_all(ctx: &Context, o: &Objects) -> Result<(), Error> {
     apply(ctx, &o.namesrv).await?;
     apply(ctx, &o.broker_config).await?;
     apply(ctx, &o.broker_service).await?;
-    apply(ctx, &o.broker).await?;
+    for broker in &o.brokers {
+        apply(ctx, broker).await?;
+    }
     if let Some(pdb) = &o.broker_pdb {
         apply(ctx, pdb).await?;
     }
@@ -325,12 +339,15 @@ async fn observe(ctx: &Context, v: &ValidChallenge) -> Result<Observation, Error
         return Ok(Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() });
     }
     let namesrv = get_opt::<StatefulSet>(ctx, ns, &v.object_name("namesrv")).await?;
-    let broker = get_opt::<StatefulSet>(ctx, ns, &v.object_name("broker")).await?;
+    let mut brokers = Vec::new();
+    for name in v.broker_sets() {
+        brokers.push(get_opt::<StatefulSet>(ctx, ns, &name).await?);
+    }
     let deployment = get_opt::<Deployment>(ctx, ns, &v.object_name("workload")).await?;
-    let missing = namesrv.is_none() || broker.is_none() || deployment.is_none();
+    let missing = namesrv.is_none() || brokers.iter().any(Option::is_none) || deployment.is_none();
     let ready_replicas = |s: Option<StatefulSet>| s.and_then(|s| s.status).and_then(|s| s.ready_replicas).unwrap_or(0);
     let namesrv_ready = ready_replicas(namesrv) >= 1;
-    let brokers_ready = ready_replicas(broker);
+    let brokers_ready = brokers.into_iter().map(ready_replicas).sum();
     let workload_ready = deployment.is_some_and(|d| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let st = d.status.unwrap_or_default();

@@ -109,10 +109,10 @@ pub fn decide(status: &ChallengeStatus, v: &ValidChallenge, obs: &Observation, n
     }
     if let Some(w) = &obs.workload_waiting {
         if WORKLOAD_IMAGE_REASONS.contains(&w.reason.as_str()) {
-            return fail(Error::WorkloadImageUnavailable { image: v.workload.image.clone(), detail: format!("{}: {}", w.reason, w.message) });
+            return fail(Error::WorkloadImagePullFailed { image: v.workload.image.clone(), detail: format!("{}: {}", w.reason, w.message) });
         }
         if w.reason == "CrashLoopBackOff" || w.reason == "CreateContainerConfigError" {
-            return fail(Error::WorkloadCrashing { deployment: v.object_name("workload"), detail: format!("{}: {}", w.reason, w.message) });
+            return fail(Error::WorkloadCrashing { namespace: v.namespace.clone(), deployment: v.object_name("workload"), detail: format!("{}: {}", w.reason, w.message) });
         }
     }
     let mut waiting = Vec::new();
@@ -120,7 +120,7 @@ pub fn decide(status: &ChallengeStatus, v: &ValidChallenge, obs: &Observation, n
         waiting.push(format!("StatefulSet {} (name server)", v.object_name("namesrv")));
     }
     if obs.brokers_ready < v.level.brokers as i32 {
-        waiting.push(format!("StatefulSet {} ({}/{} brokers ready)", v.object_name("broker"), obs.brokers_ready, v.level.brokers));
+        waiting.push(format!("StatefulSet {} ({}/{} brokers ready)", v.broker_sets().join(", "), obs.brokers_ready, v.level.brokers));
     }
     if !obs.workload_ready {
         waiting.push(format!("Deployment {} (workload)", v.object_name("workload")));
@@ -241,12 +241,21 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_workload_image_is_an_error_saying_what_to_do() {
-        let obs = Observation { workload_waiting: Some(Waiting { reason: "ImagePullBackOff".into(), message: "not found".into() }), ..Default::default() };
-        let d = decide(&started(5), &v(3), &obs, now(), DEFAULT_REPORT_GRACE);
-        let e = d.error.unwrap();
-        assert_eq!(e.reason(), "WorkloadImageUnavailable");
-        assert!(e.to_string().contains("spec.workload.image"), "{e}");
+    fn a_workload_that_cannot_start_is_an_error_saying_what_to_do() {
+        let waiting = |reason: &str| Observation { workload_waiting: Some(Waiting { reason: reason.into(), message: "details".into() }), ..Default::default() };
+        for pull in ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"] {
+            let d = decide(&started(5), &v(3), &waiting(pull), now(), DEFAULT_REPORT_GRACE);
+            assert_eq!(d.phase, Phase::Error);
+            let e = d.error.unwrap();
+            assert_eq!(e.reason(), "WorkloadImagePullFailed");
+            let msg = e.to_string();
+            assert!(msg.contains("registry.example/shop/orders:1.0") && msg.contains("push it or fix spec.workload.image") && msg.contains(pull), "{msg}");
+        }
+        let e = decide(&started(5), &v(3), &waiting("CrashLoopBackOff"), now(), DEFAULT_REPORT_GRACE).error.unwrap();
+        assert_eq!(e.reason(), "WorkloadCrashing");
+        assert!(e.to_string().contains("kubectl logs -n team-a deploy/orders-workload --previous"), "{e}");
+        // Waiting to be created is not a reason to give up.
+        assert_eq!(decide(&started(5), &v(3), &waiting("ContainerCreating"), now(), DEFAULT_REPORT_GRACE).phase, Phase::Provisioning);
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub fn validate(ch: &Challenge, attempt: u32) -> Result<ValidChallenge, Error> {
 pub const CHALLENGE_LABEL: &str = "dojo.rmq.dev/challenge";
 pub const LEVEL_LABEL: &str = "dojo.rmq.dev/level";
 pub const ATTEMPT_LABEL: &str = "dojo.rmq.dev/attempt";
+/// Which broker of the DLedger group a pod is (level 12).
+pub const BROKER_LABEL: &str = "dojo.rmq.dev/broker";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "dojo-operator";
@@ -134,6 +136,37 @@ impl ValidChallenge {
             (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
             (LEVEL_LABEL.to_string(), self.level.number.to_string()),
         ]);
+        l
+    }
+
+    /// The broker StatefulSets: `<name>-broker`, or for the DLedger group
+    /// `<name>-broker-<i>`, one per zone (see `build::brokers`).
+    pub fn broker_sets(&self) -> Vec<String> {
+        if self.zones.is_empty() {
+            vec![self.object_name("broker")]
+        } else {
+            (0..self.zones.len()).map(|i| self.object_name(&format!("broker-{i}"))).collect()
+        }
+    }
+
+    /// The broker pods, in broker order (each StatefulSet runs one).
+    pub fn broker_pods(&self) -> Vec<String> {
+        self.broker_sets().into_iter().map(|s| format!("{s}-0")).collect()
+    }
+
+    /// What selects broker `i`'s pod: the StatefulSets of a DLedger group
+    /// must not select each other's pods.
+    pub fn broker_selector(&self, i: usize) -> BTreeMap<String, String> {
+        let mut s = self.selector("broker");
+        if !self.zones.is_empty() {
+            s.insert(BROKER_LABEL.to_string(), i.to_string());
+        }
+        s
+    }
+
+    pub fn broker_labels(&self, i: usize) -> BTreeMap<String, String> {
+        let mut l = self.labels("broker");
+        l.extend(self.broker_selector(i));
         l
     }
 
