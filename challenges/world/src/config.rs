@@ -18,6 +18,7 @@ pub struct WorldConfig {
     pub state_machine: Option<StateMachine>,
     pub inventory: InventoryConfig,
     pub ledger: LedgerConfig,
+    pub orders: OrdersConfig,
     /// The downstream endpoints that exist, by name (`POST /downstream/{name}`).
     pub downstreams: BTreeMap<String, DownstreamConfig>,
     /// Writes the world fails on purpose.
@@ -30,6 +31,7 @@ impl Default for WorldConfig {
             state_machine: None,
             inventory: InventoryConfig::default(),
             ledger: LedgerConfig::default(),
+            orders: OrdersConfig::default(),
             downstreams: ["notify", "logistics"]
                 .into_iter()
                 .map(|name| (name.to_owned(), DownstreamConfig::default()))
@@ -69,6 +71,16 @@ impl Default for InventoryConfig {
 #[serde(default)]
 pub struct LedgerConfig {
     pub latency_ms: u64,
+}
+
+/// The orders table's answer time for creating an order (level 6: a slow
+/// database). The row is written at once (or, for an injected fault, nothing
+/// is) and the answer comes `create_latency_ms` later, so a caller that dies
+/// while waiting does not know whether its order exists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrdersConfig {
+    pub create_latency_ms: u64,
 }
 
 /// One downstream API (level 11: it allows N requests/s).

@@ -37,8 +37,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    DownstreamConfig, Fault, FaultRule, InventoryConfig, LedgerConfig, Repeats, StateMachine,
-    WorldConfig,
+    DownstreamConfig, Fault, FaultRule, InventoryConfig, LedgerConfig, OrdersConfig, Repeats,
+    StateMachine, WorldConfig,
 };
 pub use error::WorldError;
 pub use history::{Effect, History, Item, Kind, KvCas, Op, Outcome};

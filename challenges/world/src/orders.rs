@@ -1,5 +1,7 @@
 //! The orders table and its optional state machine (levels 5, 6, 7).
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 use crate::config::Repeats;
 use crate::history::{Op, Outcome};
 use crate::http::{ApiError, Caller, Example, JsonBody, Segment, check_id, check_positive};
-use crate::state::{Order, Shared};
+use crate::state::{Order, Shared, State as WorldState};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +39,23 @@ pub(crate) async fn create(
         check_id("status", status)?;
     }
 
-    let mut state = shared.lock();
+    let (answer, latency) = {
+        let mut state = shared.lock();
+        let latency = Duration::from_millis(state.config().orders.create_latency_ms);
+        (write_row(&mut state, &caller, req), latency)
+    };
+    // Written (or failed) already: a caller that dies while waiting does not
+    // know which.
+    tokio::time::sleep(latency).await;
+    answer
+}
+
+/// Writes the row of a new order (or refuses it) under the world's lock.
+fn write_row(
+    state: &mut WorldState,
+    caller: &Caller,
+    req: CreateOrder,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let initial = state
         .config()
         .state_machine
@@ -53,12 +71,12 @@ pub(crate) async fn create(
         customer: req.customer.clone(),
         status: status.clone(),
     };
-    state.check_fault(&caller, &op)?;
+    state.check_fault(caller, &op)?;
     if let Some(initial) = initial
         && status != initial
     {
         return Err(state.refuse(
-            &caller,
+            caller,
             op,
             Outcome::Illegal,
             StatusCode::CONFLICT,
@@ -68,7 +86,7 @@ pub(crate) async fn create(
     }
     if state.orders.contains_key(&req.order_id) {
         return Err(state.refuse(
-            &caller,
+            caller,
             op,
             Outcome::Rejected,
             StatusCode::CONFLICT,
@@ -76,7 +94,7 @@ pub(crate) async fn create(
             "the row was written before; a second create is a duplicate (GET /orders/{order_id} reads it)",
         ));
     }
-    let seq = state.record(&caller, op, Outcome::Ok, None);
+    let seq = state.record(caller, op, Outcome::Ok, None);
     let now = state.now_ms();
     let order = Order {
         order_id: req.order_id.clone(),

@@ -1203,3 +1203,51 @@ async fn ledger_latency_answers_late_but_applies_at_once() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     world.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn order_create_latency_answers_late_after_writing_or_failing() {
+    let (world, c) = start(WorldConfig {
+        orders: dojo_world::OrdersConfig {
+            create_latency_ms: 300,
+        },
+        faults: vec![Fault::new(
+            Kind::OrderCreate,
+            FaultRule::Keys(["o-2".to_string()].into()),
+        )],
+        ..WorldConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let calls: Vec<_> = ["o-1", "o-2"]
+        .into_iter()
+        .map(|id| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.post(
+                    "/orders",
+                    json!({"order_id": id, "amount": 1, "customer": "a"}),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let history = world.history();
+    assert_eq!(
+        history.per_order(Kind::OrderCreate)["o-1"].len(),
+        1,
+        "written before the answer"
+    );
+    assert_eq!(
+        history.with_outcome(Outcome::Failed).count(),
+        1,
+        "failed before the answer"
+    );
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap().0);
+    }
+    assert_eq!(statuses, [201, 503]);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    world.shutdown().await.unwrap();
+}
