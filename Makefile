@@ -42,3 +42,17 @@ bench-operator: deps
 
 clean-cache:
 	rm -rf $${DOJO_CACHE:-$$HOME/.cache/rocketmq-dojo}
+
+.PHONY: chart-test chart-sync
+
+## The Helm chart, dashboards and alerting rules: lint, template, schema, promtool, and install on the real control plane.
+chart-test: deps
+	$(CARGO) build -p dojo-operator
+	$(CARGO) test -p dojo-chart-tests -- --test-threads=$(TEST_THREADS)
+
+## Copy into the chart what it carries from elsewhere (Helm reads only inside the chart); a test fails while they differ.
+chart-sync:
+	cp crds/challenge.yaml charts/rocketmq-dojo/crds/challenge.yaml
+	cp operator/deploy/clusterrole.yaml charts/rocketmq-dojo/files/operator-clusterrole.yaml
+	cp prometheus/dojo-rules.yaml charts/rocketmq-dojo/files/dojo-rules.yaml
+	rm -f charts/rocketmq-dojo/dashboards/*.json && cp grafana/*.json charts/rocketmq-dojo/dashboards/

@@ -2,13 +2,16 @@
 # Installs everything the test environment needs, pinned and cached outside
 # the repository (DOJO_CACHE, default ~/.cache/rocketmq-dojo), one folder per
 # tool and version. Idempotent: a step whose stamp exists is skipped.
-# Usage: deps.sh [rocketmq|kube|etcd|kwok|all]...
+# Usage: deps.sh [rocketmq|kube|etcd|kwok|helm|prometheus|all]...
 set -euo pipefail
 
 ROCKETMQ_VERSION=5.5.0
 KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
+HELM_VERSION=v3.22.0
+# Debian's package (bookworm); any Debian revision of this upstream version.
+PROMETHEUS_VERSION=2.42.0
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${DOJO_CACHE:-$HOME/.cache/rocketmq-dojo}
@@ -81,13 +84,60 @@ kwok() {
   step kwok "done in $((SECONDS - t0))s"
 }
 
+helm() {
+  local dir=$cache/helm-$HELM_VERSION
+  if [[ -f $dir/.done ]]; then step helm "cached ($dir)"; return; fi
+  need go helm "install Go 1.24+"
+  step helm "building helm $HELM_VERSION"
+  local t0=$SECONDS client_go
+  mkdir -p "$dir/bin"
+  # The wrapper module's go.sum pins every dependency. Stamped as helm's own
+  # Makefile does: its version, and the Kubernetes version `helm template`
+  # and `helm lint` assume (client-go v0.N is Kubernetes 1.N).
+  client_go=$(cd "$here/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  client_go=${client_go#v0.}
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=${client_go%%.*}"
+  done
+  (cd "$here/helm" && run helm "$dir/../helm-build.log" go build -trimpath -ldflags "$ld" -o "$dir/bin/helm" helm.sh/helm/v3/cmd/helm)
+  echo "$((SECONDS - t0))" > "$dir/.done"
+  step helm "done in $((SECONDS - t0))s"
+}
+
+# Prometheus and promtool from Debian's package, unpacked into the cache:
+# nothing is installed system-wide and no service starts.
+prometheus() {
+  local dir=$cache/prometheus-$PROMETHEUS_VERSION
+  if [[ -f $dir/.done ]]; then step prometheus "cached ($dir)"; return; fi
+  need apt-get prometheus "Debian's apt is needed to fetch the prometheus package"
+  need dpkg-deb prometheus "Debian's dpkg is needed to unpack the prometheus package"
+  step prometheus "fetching Debian's prometheus $PROMETHEUS_VERSION"
+  local t0=$SECONDS tmp
+  tmp=$(mktemp -d); rm -rf "$dir"; mkdir -p "$dir/bin"
+  # An empty package list (fresh machine) needs one `apt-get update`.
+  if ! (cd "$tmp" && apt-get download prometheus >"$dir/../prometheus-fetch.log" 2>&1); then
+    run prometheus "$dir/../prometheus-update.log" apt-get update -qq
+    (cd "$tmp" && run prometheus "$dir/../prometheus-fetch.log" apt-get download prometheus)
+  fi
+  local deb version
+  deb=$(ls "$tmp"/prometheus_*.deb)
+  version=$(dpkg-deb -f "$deb" Version)
+  [[ $version == "$PROMETHEUS_VERSION+"* ]] || fail prometheus "Debian serves prometheus $version, not $PROMETHEUS_VERSION: bump PROMETHEUS_VERSION here and in charts/tests"
+  run prometheus "$dir/../prometheus-unpack.log" dpkg-deb -x "$deb" "$dir/root"
+  ln -s ../root/usr/bin/prometheus ../root/usr/bin/promtool "$dir/bin/"
+  rm -rf "$tmp"
+  echo "$version" > "$dir/.done"
+  step prometheus "done in $((SECONDS - t0))s ($version)"
+}
+
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
 t_all=$SECONDS
 for t in "${targets[@]}"; do
   case $t in
-    all) rocketmq; etcd; kwok; kube ;;
-    rocketmq|kube|etcd|kwok) $t ;;
-    *) fail args "unknown target '$t' (rocketmq, kube, etcd, kwok, all)" ;;
+    all) rocketmq; etcd; kwok; kube; helm; prometheus ;;
+    rocketmq|kube|etcd|kwok|helm|prometheus) $t ;;
+    *) fail args "unknown target '$t' (rocketmq, kube, etcd, kwok, helm, prometheus, all)" ;;
   esac
 done
 step total "$((SECONDS - t_all))s, cache $(du -sh "$cache" 2>/dev/null | cut -f1) in $cache"
