@@ -12,7 +12,8 @@ use common::*;
 use dojo_crds::{Challenge, Phase};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerState, ContainerStateWaiting, Event, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -146,6 +147,13 @@ async fn level_12_brokers_land_one_per_zone() {
     let nodes: BTreeSet<String> = running_nodes(&brokers).into_iter().collect();
     let zones: BTreeSet<String> = ["kwok-zone-a", "kwok-zone-b", "kwok-zone-c"].into_iter().map(String::from).collect();
     assert_eq!(nodes, zones, "one broker per zone: {brokers:?}");
+    // Each broker is told the zone the scheduler put it in.
+    for pod in &brokers {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+        let env = pod.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+        let zone = env.iter().find(|e| e.name == "ROCKETMQ_ZONE").and_then(|e| e.value.clone()).unwrap();
+        assert_eq!(node, format!("kwok-{zone}"), "{}", pod.name_any());
+    }
     let pdb = Api::<PodDisruptionBudget>::namespaced(cp.client(), &ns).get("dr-broker").await.unwrap();
     assert_eq!(pdb.owner_references()[0].name, "dr");
 }
@@ -236,7 +244,7 @@ async fn deleting_the_challenge_leaves_nothing_behind() {
     let _op = Operator::start_with_chart_role(cp, &ns).await;
     apply_challenge(cp, &ns, &sample(12, "gone")).await;
     wait_status(cp, &ns, "gone", "phase reaches Running", |c| reached(c, Phase::Running)).await;
-    assert!(owned_objects(cp, &ns, "gone").await.len() >= 14);
+    assert!(owned_objects(cp, &ns, "gone").await.len() >= 16);
 
     Api::<Challenge>::namespaced(cp.client(), &ns).delete("gone", &DeleteParams::background()).await.unwrap();
     eventually("every object and pod of the Challenge collected", WAIT, || async {
@@ -273,7 +281,8 @@ async fn a_restart_mid_reconcile_converges_without_duplicates() {
     let names: Vec<String> = objects.iter().map(|(k, n, _)| format!("{k}/{n}")).collect();
     let distinct: BTreeSet<&String> = names.iter().collect();
     assert_eq!(distinct.len(), names.len(), "duplicates: {names:?}");
-    assert_eq!(objects.len(), 14, "{names:?}");
+    // 14 kinds of object, three broker StatefulSets among them.
+    assert_eq!(objects.len(), 16, "{names:?}");
     assert!(objects.iter().all(|(_, _, owners)| owners == &["Challenge/crash".to_string()]), "{objects:?}");
     assert_eq!(pods(cp, &ns, "crash", "broker").await.len(), 3);
     assert_eq!(pods(cp, &ns, "crash", "workload").await.len(), 1);
@@ -305,4 +314,117 @@ async fn of_two_replicas_only_the_leader_reconciles() {
     wait_status(cp, &ns, "second", "the new leader runs the second Challenge", |c| reached(c, Phase::Running)).await;
     assert_eq!(b.metric("dojo_operator_leader").await, 1.0);
     assert!(b.metric(ok).await > 0.0);
+}
+
+#[tokio::test]
+async fn sigterm_hands_the_lease_to_the_standby_at_once() {
+    let cp = plane().await;
+    let _logs = cp.logs_on_panic();
+    let ns = cp.new_namespace("op-sigterm").await.unwrap();
+    let kubeconfig = operator_kubeconfig(cp, &ns).await;
+    // A Lease far longer than WAIT: the standby can only take over in time
+    // if the leader releases it.
+    let spec = |identity| OperatorSpec { kubeconfig: &kubeconfig, namespace: &ns, identity, lease_seconds: 600 };
+    let mut a = Operator::start(cp, spec("replica-a"));
+    eventually("replica-a leads", WAIT, || async { Ok((a.metric("dojo_operator_leader").await == 1.0).then_some(())) }).await;
+    let b = Operator::start(cp, spec("replica-b"));
+    eventually("replica-b ready as standby", WAIT, || async { Ok(b.get("/readyz").await.ok().filter(|r| r == "ok").map(|_| ())) }).await;
+    apply_challenge(cp, &ns, &sample(5, "before")).await;
+    wait_status(cp, &ns, "before", "phase reaches Running", |c| reached(c, Phase::Running)).await;
+
+    let status = a.terminate();
+    assert!(status.success(), "SIGTERM must end the operator with 0, got {status:?}:\n{}", a.log_tail());
+    apply_challenge(cp, &ns, &sample(6, "after")).await;
+    wait_status(cp, &ns, "after", "the standby runs a new Challenge", |c| reached(c, Phase::Running)).await;
+    assert_eq!(b.metric("dojo_operator_leader").await, 1.0);
+    let lease = Api::<Lease>::namespaced(cp.client(), &ns).get("dojo-operator").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("replica-b"));
+}
+
+#[tokio::test]
+async fn objects_deleted_by_hand_come_back_without_waiting_for_the_resync() {
+    let cp = plane().await;
+    let _logs = cp.logs_on_panic();
+    let ns = cp.new_namespace("op-heal").await.unwrap();
+    let _op = Operator::start_with_chart_role(cp, &ns).await;
+    apply_challenge(cp, &ns, &sample(3, "heal")).await;
+    // Once the verifier Job exists the phase no longer depends on RocketMQ
+    // and the workload: only the watches can notice they are gone.
+    verifier_pod(cp, &ns, "heal-verifier-1").await;
+    let before = owned_objects(cp, &ns, "heal").await;
+    let client = cp.client();
+    let dp = DeleteParams::background();
+    Api::<Deployment>::namespaced(client.clone(), &ns).delete("heal-workload", &dp).await.unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns).delete("heal-world", &dp).await.unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns).delete("heal-broker", &dp).await.unwrap();
+    Api::<Role>::namespaced(client.clone(), &ns).delete("heal-verifier", &dp).await.unwrap();
+    Api::<NetworkPolicy>::namespaced(client.clone(), &ns).delete("heal-isolation", &dp).await.unwrap();
+    // WAIT (90 s) is well under the 5-minute re-apply of unchanged Challenges.
+    eventually("every deleted object re-applied", WAIT, || async {
+        let now = owned_objects(cp, &ns, "heal").await;
+        let names = |l: &[(String, String, Vec<String>)]| l.iter().map(|(k, n, _)| format!("{k}/{n}")).collect::<BTreeSet<_>>();
+        let missing: Vec<String> = names(&before).difference(&names(&now)).cloned().collect();
+        if missing.is_empty() { Ok(Some(())) } else { Err(format!("still missing: {missing:?}")) }
+    })
+    .await;
+    let workload = Api::<Deployment>::namespaced(client, &ns).get("heal-workload").await.unwrap();
+    assert_eq!(workload.owner_references()[0].name, "heal");
+}
+
+/// Level 12 with a zone no node is in: its broker never schedules, so the
+/// Challenge stays Provisioning while the test plays the workload's kubelet.
+async fn stuck_in_provisioning(cp: &dojo_testenv::ControlPlane, ns: &str, name: &str, image: &str) -> Challenge {
+    let mut ch = sample(12, name);
+    ch.spec.rocketmq.zones = Some(vec!["zone-a".into(), "zone-b".into(), "zone-nowhere".into()]);
+    ch.spec.workload.image = image.into();
+    apply_challenge(cp, ns, &ch).await;
+    ch
+}
+
+/// The workload pod of `attempt` once kwok has started it.
+async fn workload_pod(cp: &dojo_testenv::ControlPlane, ns: &str, name: &str, attempt: u32) -> String {
+    eventually(&format!("the workload pod of attempt {attempt} started"), WAIT, || async move {
+        let lp = ListParams::default().labels(&format!("dojo.rmq.dev/challenge={name},app.kubernetes.io/component=workload,dojo.rmq.dev/attempt={attempt}"));
+        let pods = Api::<Pod>::namespaced(cp.client(), ns).list(&lp).await.map_err(|e| e.to_string())?.items;
+        Ok(pods.into_iter().find(|p| p.status.as_ref().is_some_and(|s| s.pod_ip.is_some())).map(|p| p.name_any()))
+    })
+    .await
+}
+
+fn waiting(reason: &str, message: &str) -> ContainerState {
+    ContainerState { waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: Some(message.into()) }), ..Default::default() }
+}
+
+/// The Complete condition of an attempt that ended in Error, once it has.
+async fn error_condition(cp: &dojo_testenv::ControlPlane, ns: &str, name: &str, attempt: u32) -> dojo_crds::Condition {
+    let ch = wait_status(cp, ns, name, &format!("attempt {attempt} in Error"), |c| c.phase() == Phase::Error && c.status.as_ref().is_some_and(|s| s.attempts == attempt)).await;
+    ch.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Complete").unwrap()
+}
+
+#[tokio::test]
+async fn a_workload_that_cannot_start_ends_the_attempt_saying_what_to_do() {
+    let cp = plane().await;
+    let _logs = cp.logs_on_panic();
+    let ns = cp.new_namespace("op-workload").await.unwrap();
+    let _op = Operator::start_with_chart_role(cp, &ns).await;
+    let image = "localhost/rocketmq-dojo/not-pushed:0.1.0";
+    let mut ch = stuck_in_provisioning(cp, &ns, "shop", image).await;
+
+    let pod = workload_pod(cp, &ns, "shop", 1).await;
+    let not_found = format!("failed to pull and unpack image \"{image}\": not found");
+    set_container_state(cp, &ns, &pod, "workload", "Pending", waiting("ErrImagePull", &not_found)).await;
+    let complete = error_condition(cp, &ns, "shop", 1).await;
+    assert_eq!((complete.status.as_str(), complete.reason.as_str()), ("True", "WorkloadImagePullFailed"));
+    assert!(complete.message.contains(image) && complete.message.contains("push it or fix spec.workload.image"), "{}", complete.message);
+    eventually("a WorkloadImagePullFailed Event", WAIT, || async { Ok(event_reasons(cp, &ns).await.iter().any(|r| r == "WorkloadImagePullFailed").then_some(())) }).await;
+
+    // The learner pushes an image that starts, then crashes over and over.
+    ch.spec.workload.image = "localhost/rocketmq-dojo/crashes:0.1.0".into();
+    apply_challenge(cp, &ns, &ch).await;
+    let pod = workload_pod(cp, &ns, "shop", 2).await;
+    set_container_state(cp, &ns, &pod, "workload", "Running", waiting("CrashLoopBackOff", "back-off 40s restarting failed container=workload")).await;
+    let complete = error_condition(cp, &ns, "shop", 2).await;
+    assert_eq!(complete.reason, "WorkloadCrashing");
+    assert!(complete.message.contains(&format!("kubectl logs -n {ns} deploy/shop-workload --previous")), "{}", complete.message);
+    eventually("a WorkloadCrashing Event", WAIT, || async { Ok(event_reasons(cp, &ns).await.iter().any(|r| r == "WorkloadCrashing").then_some(())) }).await;
 }

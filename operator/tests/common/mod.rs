@@ -11,7 +11,8 @@ use std::time::Duration;
 use dojo_crds::Challenge;
 pub use dojo_testenv::eventually;
 use dojo_testenv::ControlPlane;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
@@ -135,6 +136,20 @@ impl Operator {
         self.child.id()
     }
 
+    /// SIGTERM, as a kubelet stops a pod; returns once the process exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid, which wait() has not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) }, 0, "signalling the operator");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the operator still runs {WAIT:?} after SIGTERM:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL: no chance to clean anything up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -183,33 +198,27 @@ pub async fn pods(cp: &ControlPlane, ns: &str, challenge: &str, component: &str)
     Api::<Pod>::namespaced(cp.client(), ns).list(&lp).await.unwrap().items
 }
 
-/// Plays the verifier's end as a kubelet would: the container terminates
-/// and its termination message is the report.
-pub async fn terminate_verifier(cp: &ControlPlane, ns: &str, pod: &str, report: &str) {
+/// Plays the kubelet: `container` of `pod` is in `state`, not ready, and the
+/// pod in `phase` (kwok leaves a pod alone once it has an IP).
+pub async fn set_container_state(cp: &ControlPlane, ns: &str, pod: &str, container: &str, phase: &str, state: ContainerState) {
     let api: Api<Pod> = Api::namespaced(cp.client(), ns);
-    eventually("the verifier pod's status patched", WAIT, || {
-        let api = api.clone();
+    eventually(&format!("pod {pod}'s container {container} set to {state:?}"), WAIT, || {
+        let (api, state) = (api.clone(), state.clone());
         async move {
             let mut p = api.get(pod).await.map_err(|e| e.to_string())?;
-            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
             let status = p.status.get_or_insert_with(Default::default);
-            status.phase = Some("Succeeded".into());
-            let Some(cs) = status.container_statuses.as_mut().and_then(|cs| cs.iter_mut().find(|c| c.name == "verifier")) else {
+            status.phase = Some(phase.into());
+            for c in status.conditions.iter_mut().flatten().filter(|c| c.type_ == "Ready" || c.type_ == "ContainersReady") {
+                c.status = "False".into();
+                c.last_transition_time = Some(now.clone());
+            }
+            let Some(cs) = status.container_statuses.as_mut().and_then(|cs| cs.iter_mut().find(|c| c.name == container)) else {
                 return Err("no container status yet".into());
             };
             cs.ready = false;
             cs.started = Some(false);
-            cs.state = Some(k8s_openapi::api::core::v1::ContainerState {
-                terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
-                    exit_code: 0,
-                    reason: Some("Completed".into()),
-                    message: Some(report.to_string()),
-                    started_at: Some(now.clone()),
-                    finished_at: Some(now),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            cs.state = Some(state);
             match api.replace_status(pod, &PostParams::default(), &p).await {
                 Ok(_) => Ok(Some(())),
                 Err(e) => Err(e.to_string()),
@@ -217,4 +226,27 @@ pub async fn terminate_verifier(cp: &ControlPlane, ns: &str, pod: &str, report: 
         }
     })
     .await
+}
+
+/// Plays the verifier's end as a kubelet would: the container terminates
+/// and its termination message is the report.
+pub async fn terminate_verifier(cp: &ControlPlane, ns: &str, pod: &str, report: &str) {
+    // kwok completes Job pods itself, without a message: writing before it
+    // has done so races its write, which would erase the report.
+    let api: Api<Pod> = Api::namespaced(cp.client(), ns);
+    eventually(&format!("kwok completed pod {pod}"), WAIT, || async {
+        let p = api.get(pod).await.map_err(|e| e.to_string())?;
+        Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Succeeded")).then_some(()))
+    })
+    .await;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let terminated = ContainerStateTerminated {
+        exit_code: 0,
+        reason: Some("Completed".into()),
+        message: Some(report.to_string()),
+        started_at: Some(now.clone()),
+        finished_at: Some(now),
+        ..Default::default()
+    };
+    set_container_state(cp, ns, pod, "verifier", "Succeeded", ContainerState { terminated: Some(terminated), ..Default::default() }).await
 }
