@@ -47,7 +47,6 @@ clean-cache:
 
 ## The Helm chart, dashboards and alerting rules: lint, template, schema, promtool, and install on the real control plane.
 chart-test: deps
-	$(CARGO) build -p dojo-operator
 	$(CARGO) test -p dojo-chart-tests -- --test-threads=$(TEST_THREADS)
 
 ## Copy into the chart what it carries from elsewhere (Helm reads only inside the chart); a test fails while they differ.

@@ -297,19 +297,29 @@ impl Prometheus {
     }
 }
 
-/// The `dojo-operator` binary of this workspace, built if needed (a no-op
-/// when `cargo build --workspace` already did). Cargo only hands a binary's
-/// path to its own crate's tests, so this asks Cargo for it.
-pub fn operator_binary() -> Result<PathBuf> {
+/// The `dojo-operator` binary of this workspace, built if needed and
+/// copied into `dir` (a concurrent build may replace Cargo's copy while it
+/// runs). Cargo hands a binary's path only to its own crate's tests, so
+/// this asks Cargo for it.
+///
+/// Built together with `dojo-testenv`, with the features the operator's own
+/// tests build it with: on its own (`-p dojo-operator` alone) no rustls
+/// crypto provider is enabled and the binary panics at its first TLS
+/// connection.
+pub fn operator_binary(dir: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo()).args(["build", "-q", "-p", "dojo-operator", "--bin", "dojo-operator", "--message-format=json"]);
+    cmd.current_dir(repo()).args(["build", "-q", "-p", "dojo-operator", "-p", "dojo-testenv", "--bin", "dojo-operator", "--message-format=json"]);
     let out = run(cmd).map_err(|e| Error::OperatorBuild(e.to_string()))?;
-    out.lines()
+    let built = out
+        .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dojo-operator")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| Error::OperatorBuild("cargo named no dojo-operator executable".into()))
+        .ok_or_else(|| Error::OperatorBuild("cargo named no dojo-operator executable".into()))?;
+    let copy = dir.join("dojo-operator");
+    std::fs::copy(&built, &copy).map_err(|source| Error::Io { path: copy.clone(), source })?;
+    Ok(copy)
 }
 
 /// A kubeconfig authenticating with `token` against the control plane
