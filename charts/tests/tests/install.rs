@@ -122,21 +122,23 @@ fn running(ch: &Challenge) -> bool {
 /// terminates and its termination message is `message` (the report).
 async fn finish_verifier(cp: &ControlPlane, ns: &str, job: &str, message: &str) {
     let api: Api<Pod> = Api::namespaced(cp.client(), ns);
-    eventually(&format!("the pod of Job {job} terminated with a report"), WAIT, || {
-        let api = api.clone();
+    // kwok completes a Job's pod itself, without a message: written before
+    // that, the report would be erased by kwok's own write.
+    let pod = eventually(&format!("kwok completed the pod of Job {job}"), WAIT, || async {
+        let lp = ListParams::default().labels(&format!("job-name={job}"));
+        let pods = api.list(&lp).await.map_err(|e| e.to_string())?.items;
+        Ok(pods.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")).map(|p| p.name_any()))
+    })
+    .await;
+    eventually(&format!("pod {pod} terminated with a report"), WAIT, || {
+        let (api, pod) = (api.clone(), pod.clone());
         async move {
-            let lp = ListParams::default().labels(&format!("job-name={job}"));
-            let Some(mut pod) = api.list(&lp).await.map_err(|e| e.to_string())?.items.into_iter().next() else {
-                return Err("no pod yet".into());
-            };
+            let mut p = api.get(&pod).await.map_err(|e| e.to_string())?;
             let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-            let status = pod.status.get_or_insert_with(Default::default);
-            status.phase = Some("Succeeded".into());
+            let status = p.status.get_or_insert_with(Default::default);
             let Some(cs) = status.container_statuses.as_mut().and_then(|cs| cs.iter_mut().find(|c| c.name == "verifier")) else {
                 return Err("no container status yet".into());
             };
-            cs.ready = false;
-            cs.started = Some(false);
             cs.state = Some(k8s_openapi::api::core::v1::ContainerState {
                 terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
                     exit_code: 0,
@@ -148,7 +150,7 @@ async fn finish_verifier(cp: &ControlPlane, ns: &str, job: &str, message: &str) 
                 }),
                 ..Default::default()
             });
-            api.replace_status(&pod.name_any(), &PostParams::default(), &pod).await.map(|_| Some(())).map_err(|e| e.to_string())
+            api.replace_status(&pod, &PostParams::default(), &p).await.map(|_| Some(())).map_err(|e| e.to_string())
         }
     })
     .await
@@ -266,6 +268,7 @@ async fn helm_install_then_the_operator_runs_challenges_as_the_charts_service_ac
 
 /// The same run with one permission taken from the chart's ClusterRole:
 /// the operator's reconciles are refused, and the Challenge never runs.
+/// Then `helm uninstall`.
 #[tokio::test]
 async fn a_permission_missing_from_the_cluster_role_stops_the_challenge() {
     let cp = plane().await;
@@ -290,5 +293,14 @@ async fn a_permission_missing_from_the_cluster_role_stops_the_challenge() {
     assert!(op.log().contains("forbidden"), "{}", op.log());
     let ch = Api::<Challenge>::namespaced(cp.client(), &tenant).get("blocked").await.unwrap();
     assert!(!running(&ch), "ran without the networkpolicies permission: {:?}", ch.status);
+
+    // `helm uninstall` takes the operator and its RBAC away and leaves the CRD (and the Challenges).
+    drop(op);
+    Helm::new().unwrap().kubeconfig(cp.kubeconfig_path()).run(&["uninstall", &release.namespace, "--namespace", &release.namespace, "--wait"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(roles.get_opt(&release.operator).await.unwrap().is_none());
+    assert!(Api::<ClusterRoleBinding>::all(cp.client()).get_opt(&release.operator).await.unwrap().is_none());
+    assert!(Api::<Deployment>::namespaced(cp.client(), &release.namespace).get_opt(&release.operator).await.unwrap().is_none());
+    Api::<CustomResourceDefinition>::all(cp.client()).get("challenges.dojo.rmq.dev").await.unwrap();
+    Api::<Challenge>::namespaced(cp.client(), &tenant).get("blocked").await.unwrap();
 }
 
