@@ -2,7 +2,7 @@
 # Installs everything the test environment needs, pinned and cached outside
 # the repository (DOJO_CACHE, default ~/.cache/rocketmq-dojo), one folder per
 # tool and version. Idempotent: a step whose stamp exists is skipped.
-# Usage: deps.sh [rocketmq|kube|etcd|kwok|helm|prometheus|all]...
+# Usage: deps.sh [rocketmq|kube|etcd|kwok|helm|prometheus|node|all]...
 set -euo pipefail
 
 ROCKETMQ_VERSION=5.5.0
@@ -12,6 +12,8 @@ KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.22.0
 # Debian's package (bookworm); any Debian revision of this upstream version.
 PROMETHEUS_VERSION=2.42.0
+CRICTL_VERSION=v1.34.0
+COREDNS_VERSION=v1.14.7
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${DOJO_CACHE:-$HOME/.cache/rocketmq-dojo}
@@ -131,13 +133,71 @@ prometheus() {
   step prometheus "done in $((SECONDS - t0))s ($version)"
 }
 
+# The real node's system parts from Debian (containerd 1.6, runc, the CNI
+# plugins, iptables, and the image tools umoci, skopeo, debootstrap),
+# installed with apt-get when missing and we are root (CI is); no service is
+# started.
+node_packages() {
+  local missing=()
+  for c in containerd runc ctr iptables nft conntrack umoci skopeo debootstrap objcopy; do
+    command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+  done
+  [[ -x /usr/lib/cni/bridge ]] || missing+=(cni-plugins)
+  [[ ${#missing[@]} -eq 0 ]] && return
+  [[ $(id -u) -eq 0 ]] || fail node "missing ${missing[*]}: as root, apt-get install containerd runc containernetworking-plugins iptables nftables conntrack umoci skopeo debootstrap binutils"
+  step node "apt-get install containerd runc containernetworking-plugins iptables nftables conntrack umoci skopeo debootstrap binutils"
+  run node "$cache/node-apt.log" apt-get update -qq
+  run node "$cache/node-apt.log" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    containerd runc containernetworking-plugins iptables nftables conntrack umoci skopeo debootstrap binutils
+}
+
+# kubelet and kube-proxy of the control plane's release (same wrapper
+# module, mains under kube/node/) and the pod sandbox's pause binary.
+node() {
+  node_packages
+  local dir=$cache/node-$KUBE_VERSION
+  if [[ -f $dir/.done ]]; then step node "cached ($dir)"; else
+    need go node "install Go 1.24+"
+    step node "building kubelet, kube-proxy $KUBE_VERSION and pause (cold: a few minutes after kube)"
+    local t0=$SECONDS minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+    local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+    mkdir -p "$dir/bin"
+    (cd "$here/kube" && run node "$dir/../node-build.log" go build -trimpath -ldflags "$ld" -o "$dir/bin/" ./node/...)
+    (cd "$here/pause" && run node "$dir/../node-build.log" env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/bin/pause" .)
+    echo "$((SECONDS - t0))" > "$dir/.done"
+    step node "done in $((SECONDS - t0))s"
+  fi
+  crictl
+  coredns
+}
+
+# go_install TOOL VERSION MODULE@VERSION: a plain `go install` into the cache.
+go_install() {
+  local tool=$1 version=$2 dir=$cache/$1-$2
+  if [[ -f $dir/.done ]]; then step "$tool" "cached ($dir)"; return; fi
+  need go "$tool" "install Go 1.24+"
+  step "$tool" "building $tool $version"
+  local t0=$SECONDS
+  mkdir -p "$dir/bin"
+  run "$tool" "$dir/../$tool-build.log" env GOBIN="$dir/bin" go install -trimpath -ldflags "-s -w" "$3"
+  echo "$((SECONDS - t0))" > "$dir/.done"
+  step "$tool" "done in $((SECONDS - t0))s"
+}
+
+# A CRI client: the node's teardown stops and removes pod sandboxes with it.
+crictl() { go_install crictl "$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"; }
+
+# Pod DNS: Service and pod names, answered from the API by CoreDNS's
+# kubernetes plugin.
+coredns() { go_install coredns "$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION"; }
+
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(all)
 t_all=$SECONDS
 for t in "${targets[@]}"; do
   case $t in
-    all) rocketmq; etcd; kwok; kube; helm; prometheus ;;
-    rocketmq|kube|etcd|kwok|helm|prometheus) $t ;;
-    *) fail args "unknown target '$t' (rocketmq, kube, etcd, kwok, helm, prometheus, all)" ;;
+    all) rocketmq; etcd; kwok; kube; helm; prometheus; node ;;
+    rocketmq|kube|etcd|kwok|helm|prometheus|node|crictl|coredns) $t ;;
+    *) fail args "unknown target '$t' (rocketmq, kube, etcd, kwok, helm, prometheus, node, all)" ;;
   esac
 done
 step total "$((SECONDS - t_all))s, cache $(du -sh "$cache" 2>/dev/null | cut -f1) in $cache"

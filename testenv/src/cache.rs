@@ -9,6 +9,8 @@ pub const ROCKETMQ_VERSION: &str = "5.5.0";
 pub const KUBE_VERSION: &str = "v1.34.4";
 pub const ETCD_VERSION: &str = "v3.6.16";
 pub const KWOK_VERSION: &str = "v0.7.0";
+pub const CRICTL_VERSION: &str = "v1.34.0";
+pub const COREDNS_VERSION: &str = "v1.14.7";
 
 /// The cache root: `$DOJO_CACHE`, else `~/.cache/rocketmq-dojo`.
 pub fn root() -> PathBuf {
@@ -64,6 +66,19 @@ pub fn kwok_bin_in(root: &Path) -> Result<PathBuf> {
     Ok(installed("kwok", "kwok", root.join(format!("kwok-{KWOK_VERSION}")))?.join("bin").join("kwok"))
 }
 
+/// Path of a binary of the real node (`kubelet`, `kube-proxy`, `pause`).
+pub fn node_bin_in(root: &Path, name: &str) -> Result<PathBuf> {
+    Ok(installed("the real node (kubelet, kube-proxy)", "node", root.join(format!("node-{KUBE_VERSION}")))?.join("bin").join(name))
+}
+
+pub fn crictl_bin_in(root: &Path) -> Result<PathBuf> {
+    Ok(installed("crictl", "node", root.join(format!("crictl-{CRICTL_VERSION}")))?.join("bin").join("crictl"))
+}
+
+pub fn coredns_bin_in(root: &Path) -> Result<PathBuf> {
+    Ok(installed("CoreDNS", "node", root.join(format!("coredns-{COREDNS_VERSION}")))?.join("bin").join("coredns"))
+}
+
 /// Fails with a clear message when `program` is not on PATH.
 pub fn require_program(program: &'static str, hint: &'static str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -84,6 +99,8 @@ mod tests {
             ("KUBE_VERSION", super::KUBE_VERSION),
             ("ETCD_VERSION", super::ETCD_VERSION),
             ("KWOK_VERSION", super::KWOK_VERSION),
+            ("CRICTL_VERSION", super::CRICTL_VERSION),
+            ("COREDNS_VERSION", super::COREDNS_VERSION),
         ] {
             assert!(script.contains(&format!("\n{var}={version}\n")), "deps.sh must pin {var}={version}");
         }

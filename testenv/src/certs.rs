@@ -26,6 +26,14 @@ pub struct Pki {
     pub sa_key: PathBuf,
     /// Verifies service-account tokens (apiserver).
     pub sa_pub: PathBuf,
+    /// The real node's kubelet: `system:node:<name>` in `system:nodes`, as
+    /// the Node authorizer expects.
+    pub kubelet_cert: PathBuf,
+    pub kubelet_key: PathBuf,
+    /// The real node's kube-proxy: `system:kube-proxy`, bound to
+    /// `system:node-proxier` by the default RBAC policy.
+    pub kube_proxy_cert: PathBuf,
+    pub kube_proxy_key: PathBuf,
 }
 
 /// Names the apiserver answers to: loopback for us, the in-cluster service
@@ -57,6 +65,10 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         admin_key: dir.join("admin.key"),
         sa_key: dir.join("sa.key"),
         sa_pub: dir.join("sa.pub"),
+        kubelet_cert: dir.join("kubelet.crt"),
+        kubelet_key: dir.join("kubelet.key"),
+        kube_proxy_cert: dir.join("kube-proxy.crt"),
+        kube_proxy_key: dir.join("kube-proxy.key"),
     };
 
     let ca_key = KeyPair::generate().map_err(rcgen_err("CA key"))?;
@@ -80,20 +92,30 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     write(&pki.apiserver_key, &key.serialize_pem())?;
 
     // O=system:masters: bound to cluster-admin by the default RBAC policy.
-    let key = KeyPair::generate().map_err(rcgen_err("admin key"))?;
-    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("admin certificate"))?;
-    admin.distinguished_name.push(DnType::CommonName, "dojo-admin");
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = admin.signed_by(&key, &issuer).map_err(rcgen_err("admin certificate"))?;
-    write(&pki.admin_cert, &cert.pem())?;
-    write(&pki.admin_key, &key.serialize_pem())?;
+    client_cert(&issuer, "dojo-admin", Some("system:masters"), &pki.admin_cert, &pki.admin_key)?;
+    let node_user = format!("system:node:{}", crate::node::NODE_NAME);
+    client_cert(&issuer, &node_user, Some("system:nodes"), &pki.kubelet_cert, &pki.kubelet_key)?;
+    client_cert(&issuer, "system:kube-proxy", None, &pki.kube_proxy_cert, &pki.kube_proxy_key)?;
 
     let sa = KeyPair::generate().map_err(rcgen_err("service-account key"))?;
     write(&pki.sa_key, &sa.serialize_pem())?;
     write(&pki.sa_pub, &sa.public_key_pem())?;
     Ok(pki)
+}
+
+/// A client certificate for user `cn` in group `org`, signed by the CA.
+fn client_cert(issuer: &Issuer<'_, KeyPair>, cn: &str, org: Option<&str>, cert_path: &Path, key_path: &Path) -> Result<()> {
+    let key = KeyPair::generate().map_err(rcgen_err("client key"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("client certificate"))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(org) = org {
+        params.distinguished_name.push(DnType::OrganizationName, org);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).map_err(rcgen_err("client certificate"))?;
+    write(cert_path, &cert.pem())?;
+    write(key_path, &key.serialize_pem())
 }
 
 fn write(path: &Path, pem: &str) -> Result<()> {
@@ -110,6 +132,8 @@ mod tests {
             (&pki.ca_cert, "CERTIFICATE"),
             (&pki.apiserver_cert, "CERTIFICATE"),
             (&pki.admin_cert, "CERTIFICATE"),
+            (&pki.kubelet_cert, "CERTIFICATE"),
+            (&pki.kube_proxy_cert, "CERTIFICATE"),
             (&pki.ca_key, "PRIVATE KEY"),
             (&pki.apiserver_key, "PRIVATE KEY"),
             (&pki.admin_key, "PRIVATE KEY"),

@@ -17,6 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::cache;
 use crate::certs::{self, Pki};
 use crate::error::{Error, Result};
+use crate::node::{self, Node as RealNode, NodeParams};
 use crate::ports;
 use crate::process::{self, Process, Spec, Component};
 
@@ -31,6 +32,9 @@ const POLL: Duration = Duration::from_millis(200);
 pub const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 /// The annotation kwok selects its nodes by.
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+/// With a real node beside them, the kwok nodes carry this taint
+/// (`NoSchedule`): only pods that tolerate it are "run" by kwok.
+pub const KWOK_TAINT: &str = "dojo.test/kwok";
 /// Label on every fake node (`type=kwok`).
 pub const NODE_TYPE_LABEL: &str = "type";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -50,11 +54,12 @@ pub struct ControlPlaneBuilder {
     cache_root: Option<PathBuf>,
     dir: Option<PathBuf>,
     sa_credentials: bool,
+    real_node: bool,
 }
 
 impl Default for ControlPlaneBuilder {
     fn default() -> Self {
-        ControlPlaneBuilder { cache_root: None, dir: None, sa_credentials: true }
+        ControlPlaneBuilder { cache_root: None, dir: None, sa_credentials: true, real_node: false }
     }
 }
 
@@ -78,6 +83,14 @@ impl ControlPlaneBuilder {
     /// (each controller otherwise waits for its account and token).
     pub fn service_account_credentials(mut self, on: bool) -> Self {
         self.sa_credentials = on;
+        self
+    }
+
+    /// Also start a real node ([`crate::node`]): containerd, kubelet,
+    /// kube-proxy and CoreDNS on this machine, so pods really run. The kwok
+    /// nodes stay, tainted [`KWOK_TAINT`]. Needs root.
+    pub fn real_node(mut self) -> Self {
+        self.real_node = true;
         self
     }
 
@@ -130,8 +143,10 @@ impl Binaries {
 /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
 /// 127.0.0.1, free ports, one temp dir; torn down on drop.
 pub struct ControlPlane {
-    // Declaration order is drop order: the consumers of the apiserver go
-    // first, etcd last, then the folder.
+    // Declaration order is drop order: the real node first (its teardown
+    // needs only its own runtime), the consumers of the apiserver next, etcd
+    // last, then the folder.
+    node: Option<RealNode>,
     kwok: Process,
     scheduler: Process,
     controller_manager: Process,
@@ -166,10 +181,20 @@ impl ControlPlane {
         ControlPlaneBuilder::default()
     }
 
+    /// The plane with a real node beside the kwok nodes (see
+    /// [`ControlPlaneBuilder::real_node`]).
+    pub async fn with_real_node() -> Result<ControlPlane> {
+        ControlPlaneBuilder::default().real_node().start().await
+    }
+
     async fn start_with(b: ControlPlaneBuilder) -> Result<ControlPlane> {
         let t0 = Instant::now();
         let mut phases = Vec::new();
-        let bins = Binaries::locate(&b.cache_root.unwrap_or_else(cache::root))?;
+        let cache_root = b.cache_root.unwrap_or_else(cache::root);
+        let bins = Binaries::locate(&cache_root)?;
+        if b.real_node && let Some(reason) = node::unsupported_reason() {
+            return Err(Error::NodeUnsupported { reason });
+        }
         let (tmp, root) = match b.dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -234,6 +259,13 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", pki.sa_key.display()),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--allow-privileged=true".into(),
+                // Logs and exec reach a real node's kubelet, which trusts
+                // client certificates of this CA.
+                format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+                format!("--kubelet-client-key={}", pki.admin_key.display()),
+                // By address: a node's name is no host name the machine's
+                // resolver should be asked about.
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 // Nothing listens behind the `kubernetes` Service, and a
                 // loopback endpoint would be rejected by validation anyway.
                 "--endpoint-reconciler-type=none".into(),
@@ -304,7 +336,7 @@ impl ControlPlane {
             .cwd(&root)
             .die_with_parent();
         let mut kwok = Process::spawn("kwok", kwok_spec, root.join("kwok.log"))?;
-        create_nodes(&client).await?;
+        create_nodes(&client, b.real_node).await?;
 
         let default_sa = {
             let client = client.clone();
@@ -347,8 +379,24 @@ impl ControlPlane {
         if let Some(e) = scheduler.exited_error() {
             return Err(e);
         }
+        let node = if b.real_node {
+            let node = RealNode::start(NodeParams {
+                server_url: &server_url,
+                pki: &pki,
+                admin_kubeconfig: &kubeconfig,
+                dir: root.join("node"),
+                cache_root: &cache_root,
+                client: client.clone(),
+            })
+            .await?;
+            phases.extend(node.startup_phases().iter().map(|(what, at)| (*what, t0.elapsed() - node.startup_time() + *at)));
+            Some(node)
+        } else {
+            None
+        };
 
         Ok(ControlPlane {
+            node,
             kwok,
             scheduler,
             controller_manager,
@@ -364,6 +412,11 @@ impl ControlPlane {
             phases,
             _tmp: tmp,
         })
+    }
+
+    /// The real node, when the plane was started with one.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.node.as_ref()
     }
 
     /// An admin client (cluster-admin through `system:masters`). Built anew
@@ -498,7 +551,7 @@ impl ControlPlane {
 
     /// The last `lines` lines of every component's log.
     pub fn log_tails(&self, lines: usize) -> String {
-        let mut out = String::new();
+        let mut out = self.node.as_ref().map(|n| n.log_tails(lines)).unwrap_or_default();
         for p in self.processes() {
             out.push_str(&format!("----- {} ({}), last lines -----\n{}\n", p.name(), p.log_path().display(), p.log_tail(lines)));
         }
@@ -515,9 +568,22 @@ impl ControlPlane {
     /// use. It runs until the binary exits: its processes die with it
     /// (`PR_SET_PDEATHSIG`) and an exit hook removes its folder.
     pub async fn shared() -> Result<&'static ControlPlane> {
+        Self::shared_in(&SHARED, ControlPlaneBuilder::default()).await
+    }
+
+    /// Like [`Self::shared`], with a real node: one per test binary, torn
+    /// down completely when the binary exits.
+    pub async fn shared_with_real_node() -> Result<&'static ControlPlane> {
+        if let Some(reason) = node::unsupported_reason() {
+            return Err(Error::NodeUnsupported { reason });
+        }
+        Self::shared_in(&SHARED_REAL, ControlPlaneBuilder::default().real_node()).await
+    }
+
+    async fn shared_in(cell: &'static SharedCell, builder: ControlPlaneBuilder) -> Result<&'static ControlPlane> {
         // Report a missing install as such, not as a failed start.
         Binaries::locate(&cache::root())?;
-        let started = SHARED
+        let started = cell
             .get_or_init(|| async {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 // A thread of its own: the children die with the thread that
@@ -525,7 +591,7 @@ impl ControlPlane {
                 // each test.
                 let spawned = std::thread::Builder::new().name("dojo-control-plane".into()).spawn(move || {
                     let started = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt.block_on(ControlPlane::start()).map_err(|e| e.to_string()),
+                        Ok(rt) => rt.block_on(builder.start()).map_err(|e| e.to_string()),
                         Err(e) => Err(format!("building its runtime: {e}")),
                     };
                     let ok = started.is_ok();
@@ -553,6 +619,9 @@ impl ControlPlane {
     /// SIGKILL to every component, reap them, remove the temp dir: the
     /// shared plane's `Drop`, which a `static` never gets.
     fn kill_at_exit(&self) {
+        if let Some(node) = &self.node {
+            node.teardown();
+        }
         for p in self.processes() {
             if let Some(pid) = p.pid() {
                 let pid = pid as libc::pid_t;
@@ -569,11 +638,15 @@ impl ControlPlane {
     }
 }
 
-static SHARED: tokio::sync::OnceCell<std::result::Result<ControlPlane, String>> = tokio::sync::OnceCell::const_new();
+type SharedCell = tokio::sync::OnceCell<std::result::Result<ControlPlane, String>>;
+static SHARED: SharedCell = SharedCell::const_new();
+static SHARED_REAL: SharedCell = SharedCell::const_new();
 
 extern "C" fn stop_shared_at_exit() {
-    if let Some(Ok(cp)) = SHARED.get() {
-        cp.kill_at_exit();
+    for cell in [&SHARED, &SHARED_REAL] {
+        if let Some(Ok(cp)) = cell.get() {
+            cp.kill_at_exit();
+        }
     }
 }
 
@@ -628,16 +701,17 @@ fn quote(s: &str) -> String {
 }
 
 fn admin_user(pki: &Pki) -> String {
-    format!(
-        "client-certificate: {}\n    client-key: {}",
-        quote(&pki.admin_cert.display().to_string()),
-        quote(&pki.admin_key.display().to_string())
-    )
+    cert_user(&pki.admin_cert, &pki.admin_key)
+}
+
+/// The `user:` body of a kubeconfig for a client certificate.
+pub(crate) fn cert_user(cert: &Path, key: &Path) -> String {
+    format!("client-certificate: {}\n    client-key: {}", quote(&cert.display().to_string()), quote(&key.display().to_string()))
 }
 
 /// A kubeconfig with one cluster, one user (`user` is the body of its
 /// `user:` map, indented by four spaces after the first line) and one context.
-fn kubeconfig_yaml(server: &str, ca: &Path, user: &str) -> String {
+pub(crate) fn kubeconfig_yaml(server: &str, ca: &Path, user: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -669,8 +743,9 @@ async fn load_config(kubeconfig: &Path) -> Result<kube::Config> {
     kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| Error::failed(what(), e))
 }
 
-/// The three fake nodes: generous capacity, no taints, one per zone.
-async fn create_nodes(client: &kube::Client) -> Result<()> {
+/// The three fake nodes: generous capacity, one per zone; tainted
+/// [`KWOK_TAINT`] when a real node runs beside them.
+async fn create_nodes(client: &kube::Client, tainted: bool) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     for zone in ZONES {
         let name = node_name(zone);
@@ -691,6 +766,9 @@ async fn create_nodes(client: &kube::Client) -> Result<()> {
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
                 },
+            },
+            "spec": {
+                "taints": if tainted { serde_json::json!([{"key": KWOK_TAINT, "value": "true", "effect": "NoSchedule"}]) } else { serde_json::json!([]) },
             },
             "status": {
                 "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "250", "ephemeral-storage": "1Ti"},
@@ -720,7 +798,7 @@ fn nodes_state(nodes: &[Node]) -> std::result::Result<Option<()>, String> {
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .is_some_and(|c| c.status == "True");
         let taints: Vec<String> =
-            node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().map(|t| format!("{}:{}", t.key, t.effect)).collect();
+            node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.key != KWOK_TAINT).map(|t| format!("{}:{}", t.key, t.effect)).collect();
         if !ready {
             waiting.push(format!("{name} not Ready"));
         } else if !taints.is_empty() {
@@ -731,7 +809,7 @@ fn nodes_state(nodes: &[Node]) -> std::result::Result<Option<()>, String> {
 }
 
 /// A bare HTTP/1.0 GET on 127.0.0.1 (etcd's plain-HTTP health endpoint).
-async fn http_get(port: u16, path: &str) -> std::result::Result<String, String> {
+pub(crate) async fn http_get(port: u16, path: &str) -> std::result::Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;

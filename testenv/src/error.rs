@@ -22,6 +22,9 @@ pub enum Error {
     #[error("{what} was not ready after {secs}s ({detail}); last lines of {log}:\n{tail}")]
     NotReady { what: String, secs: u64, detail: String, log: PathBuf, tail: String },
 
+    #[error("a real Kubernetes node cannot run on this machine: {reason}")]
+    NodeUnsupported { reason: String },
+
     #[error("{what}: {detail}")]
     Failed { what: String, detail: String },
 

@@ -5,7 +5,9 @@
 //! - [`DLedgerGroup`]: a name server and three brokers forming one DLedger
 //!   group, one broker per zone;
 //! - [`ControlPlane`]: etcd, kube-apiserver, kube-controller-manager,
-//!   kube-scheduler and kwok with three fake nodes in three zones.
+//!   kube-scheduler and kwok with three fake nodes in three zones, and on
+//!   request a real node ([`node`]: containerd, kubelet, kube-proxy, CoreDNS)
+//!   running the project's images ([`images`]).
 //!
 //! Everything listens on 127.0.0.1 on free ports, keeps its data and logs in a
 //! temporary folder, and is torn down on drop.
@@ -18,6 +20,8 @@ pub mod certs;
 pub mod control_plane;
 pub mod dledger;
 mod error;
+pub mod images;
+pub mod node;
 pub mod ports;
 pub mod process;
 pub mod rocketmq;
