@@ -35,7 +35,12 @@ async fn main() {
         .map(|i| {
             let api = api.clone();
             async move {
-                let ch = sample(3, &format!("bench-{i}"));
+                let mut ch = sample(3, &format!("bench-{i}"));
+                // The bench measures how long provisioning takes, so the
+                // 300 s budget must not cut it short: with 1,000 at once the
+                // controller-manager's StatefulSet controller alone needs
+                // minutes for the 2,000 StatefulSet pods.
+                ch.spec.overrides.get_or_insert_with(Default::default).provision_seconds = Some(3600);
                 api.patch(&format!("bench-{i}"), &PatchParams::apply("dojo-bench"), &Patch::Apply(&ch)).await.map(|_| ())
             }
         })
@@ -66,7 +71,11 @@ async fn main() {
             break (t0.elapsed(), errors);
         }
         if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  {:>6.1}s: {running}/{n} Running, {} in Error", t0.elapsed().as_secs_f64(), errors.len());
+            // Fake nodes that miss heartbeats under load turn NotReady and
+            // take their pods' readiness with them: say so when it happens.
+            let nodes = Api::<Node>::all(cp.client()).list(&ListParams::default().labels("type=kwok")).await.unwrap().items;
+            let not_ready = nodes.iter().filter(|n| !node_ready(n)).count();
+            eprintln!("  {:>6.1}s: {running}/{n} Running, {} in Error, {not_ready}/{} kwok nodes NotReady", t0.elapsed().as_secs_f64(), errors.len(), nodes.len());
             last_report = Instant::now();
         }
         if t0.elapsed() > timeout {
@@ -80,8 +89,14 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // By reason, with one example each: the reasons are what to fix.
+    let mut by_reason: std::collections::BTreeMap<String, (usize, &String)> = Default::default();
     for e in &errors {
-        println!("  in Error: {e}");
+        let reason = e.split(": ").nth(1).unwrap_or_default().to_string();
+        by_reason.entry(reason).or_insert((0, e)).0 += 1;
+    }
+    for (reason, (count, example)) in &by_reason {
+        println!("  in Error ({count}): {reason}, e.g. {example}");
     }
     let metrics = op.get("/metrics").await.unwrap();
     let requests: f64 = ["apply", "get", "list", "patch", "create", "delete"].iter().map(|v| metric_value(&metrics, &format!(r#"dojo_api_requests_total{{verb="{v}"}}"#))).sum();
@@ -99,6 +114,10 @@ async fn main() {
     for c in cp.components() {
         println!("  {:<30} {:>8.1} MiB", format!("{} RSS", c.name), c.rss_kib.unwrap_or(0) as f64 / 1024.0);
     }
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// `field` (VmRSS, VmHWM) of /proc/<pid>/status in KiB.

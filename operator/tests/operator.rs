@@ -289,17 +289,24 @@ async fn a_restart_mid_reconcile_converges_without_duplicates() {
     assert_eq!(challenge(cp, &ns, "crash").await.status.unwrap().attempts, 1);
 }
 
+/// Two replicas as the chart's ClusterRole: replica-a leading, replica-b ready as standby.
+async fn leader_and_standby(cp: &dojo_testenv::ControlPlane, ns: &str, lease_seconds: u64) -> (Operator, Operator) {
+    let kubeconfig = operator_kubeconfig(cp, ns).await;
+    let spec = |identity| OperatorSpec { kubeconfig: &kubeconfig, namespace: ns, identity, lease_seconds };
+    let a = Operator::start(cp, spec("replica-a"));
+    // Let replica-a take the Lease first.
+    eventually("replica-a leads", WAIT, || async { Ok((a.metric("dojo_operator_leader").await == 1.0).then_some(())) }).await;
+    let b = Operator::start(cp, spec("replica-b"));
+    eventually("replica-b ready as standby", WAIT, || async { Ok(b.get("/readyz").await.ok().filter(|r| r == "ok").map(|_| ())) }).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn of_two_replicas_only_the_leader_reconciles() {
     let cp = plane().await;
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("op-leader").await.unwrap();
-    let kubeconfig = operator_kubeconfig(cp, &ns).await;
-    let mut a = Operator::start(cp, OperatorSpec { kubeconfig: &kubeconfig, namespace: &ns, identity: "replica-a", lease_seconds: 4 });
-    // Let replica-a take the Lease first.
-    eventually("replica-a leads", WAIT, || async { Ok((a.metric("dojo_operator_leader").await == 1.0).then_some(())) }).await;
-    let b = Operator::start(cp, OperatorSpec { kubeconfig: &kubeconfig, namespace: &ns, identity: "replica-b", lease_seconds: 4 });
-    eventually("replica-b ready as standby", WAIT, || async { Ok(b.get("/readyz").await.ok().filter(|r| r == "ok").map(|_| ())) }).await;
+    let (mut a, b) = leader_and_standby(cp, &ns, 4).await;
 
     apply_challenge(cp, &ns, &sample(5, "first")).await;
     wait_status(cp, &ns, "first", "phase reaches Running", |c| reached(c, Phase::Running)).await;
@@ -321,14 +328,9 @@ async fn sigterm_hands_the_lease_to_the_standby_at_once() {
     let cp = plane().await;
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("op-sigterm").await.unwrap();
-    let kubeconfig = operator_kubeconfig(cp, &ns).await;
     // A Lease far longer than WAIT: the standby can only take over in time
     // if the leader releases it.
-    let spec = |identity| OperatorSpec { kubeconfig: &kubeconfig, namespace: &ns, identity, lease_seconds: 600 };
-    let mut a = Operator::start(cp, spec("replica-a"));
-    eventually("replica-a leads", WAIT, || async { Ok((a.metric("dojo_operator_leader").await == 1.0).then_some(())) }).await;
-    let b = Operator::start(cp, spec("replica-b"));
-    eventually("replica-b ready as standby", WAIT, || async { Ok(b.get("/readyz").await.ok().filter(|r| r == "ok").map(|_| ())) }).await;
+    let (mut a, b) = leader_and_standby(cp, &ns, 600).await;
     apply_challenge(cp, &ns, &sample(5, "before")).await;
     wait_status(cp, &ns, "before", "phase reaches Running", |c| reached(c, Phase::Running)).await;
 
