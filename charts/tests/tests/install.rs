@@ -256,6 +256,34 @@ async fn helm_install_then_the_operator_runs_challenges_as_the_charts_service_ac
     })
     .await;
     eprintln!("{}", answered.join("\n"));
+
+    // What the learner dashboard says of this run: one attempt per level,
+    // level 1 passed both its checks, level 12 ended in Error (labels in
+    // Prometheus's order, by name).
+    let panel = |title: &str| {
+        let q = queries.iter().find(|q| q.source.starts_with(&format!("learner-progress.json: panel {title:?} A"))).unwrap_or_else(|| panic!("no panel {title:?}"));
+        let prom = &prom;
+        async move {
+            let mut values: Vec<(String, String)> = prom
+                .query(&q.expr)
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let labels: Vec<&str> = s["metric"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
+                    (labels.join(" "), s["value"][1].as_str().unwrap().to_string())
+                })
+                .collect();
+            values.sort();
+            values
+        }
+    };
+    let pair = |l: &str, v: &str| (l.to_string(), v.to_string());
+    assert_eq!(panel("Challenges by level and phase").await, [pair("1 Passed", "1"), pair("12 Error", "1")]);
+    assert_eq!(panel("Attempts started by level").await, [pair("1", "1"), pair("12", "1")]);
+    assert_eq!(panel("Attempt results by level").await, [pair("1 Passed", "1"), pair("12 Error", "1")]);
+    assert_eq!(panel("Checks passed and failed by check id").await, [pair("no-duplicates 1 pass", "1"), pair("no-loss 1 pass", "1")]);
+    assert_eq!(panel("Pass rate").await, [pair("", "0.5")]);
     // Prometheus evaluates the rules itself: every one is healthy.
     let groups = prom.rule_groups().await.unwrap();
     let rules: Vec<&serde_json::Value> = groups.iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
