@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use dojo_kit::Clients;
 use dojo_testenv::RocketMq;
 use dojo_world::{World, WorldConfig};
 
 use crate::levels::{self, Ctx, LevelInfo};
+use crate::now_ms;
 use crate::local::LocalPlatform;
 use crate::progress::Progress;
 use crate::report::{Figure, Report};
@@ -46,12 +47,19 @@ pub fn state_dir() -> PathBuf {
 fn world_config(level: &LevelInfo) -> WorldConfig {
     match level.number {
         3 => levels::l03_idempotency::world_config(),
+        4 => levels::l04_backlog::world_config(),
+        5 => levels::l05_ordered::world_config(),
+        6 => levels::l06_transactions::world_config(),
         _ => WorldConfig::default(),
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// Broker settings level `level` adds to the test environment's.
+fn broker_settings(level: &LevelInfo) -> &'static [(&'static str, &'static str)] {
+    match level.number {
+        6 => &levels::l06_transactions::BROKER_SETTINGS,
+        _ => &[],
+    }
 }
 
 /// Plays `level` with the workload in `workload_dir`; artefacts go to a new
@@ -74,7 +82,7 @@ pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progr
     progress.phase(&format!("built in {:.1}s", built.took.as_secs_f64()));
 
     progress.phase("starting RocketMQ (name server + broker) and the world");
-    let (mq, world) = tokio::join!(RocketMq::builder().dir(run_dir.join("rocketmq")).start(), World::start(SocketAddr::from(([127, 0, 0, 1], 0)), world_config(level)));
+    let (mq, world) = tokio::join!(broker_settings(level).iter().fold(RocketMq::builder().dir(run_dir.join("rocketmq")), |b, (k, v)| b.broker_setting(k, v)).start(), World::start(SocketAddr::from(([127, 0, 0, 1], 0)), world_config(level)));
     let (mq, world) = (mq?, world?);
     let clients = Clients::new("verifier", mq.namesrv_addr()).map_err(dojo_testenv::Error::from)?;
     let mut platform = LocalPlatform::new(mq, built.binary, level.number, world.url(), run_dir.clone(), level.serves_http);

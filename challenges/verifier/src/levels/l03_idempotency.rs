@@ -8,7 +8,7 @@
 //! world's record: every order debited exactly once, none lost.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dojo_kit::client::DefaultMQProducer;
 use dojo_kit::model::common::message::message_queue::MessageQueue;
@@ -17,6 +17,7 @@ use dojo_world::{Effect, Fault, FaultRule, Kind, LedgerConfig, Op, Outcome, Worl
 
 use super::{Ctx, group};
 use crate::broker;
+use crate::now_ms;
 use crate::platform::Platform;
 use crate::report::Check;
 
@@ -68,10 +69,6 @@ struct Order {
 
 fn order_id(i: usize) -> String {
     format!("order-{i:04}")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {

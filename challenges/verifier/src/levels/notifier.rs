@@ -31,7 +31,7 @@ pub async fn start<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, timeout: D
 }
 
 /// Waits until workload `instance` answers `GET /healthz` (level 2 serves the same way).
-async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, http: &reqwest::Client, addr: &str) -> Result<(), String> {
+pub(super) async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, http: &reqwest::Client, addr: &str) -> Result<(), String> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Some(status) = ctx.platform.workload_exit(instance) {
