@@ -22,6 +22,7 @@ pub mod dledger;
 mod error;
 pub mod images;
 pub mod node;
+pub mod pods;
 pub mod ports;
 pub mod process;
 pub mod rocketmq;

@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use dojo_testenv::images::Built;
-use dojo_testenv::node::NODE_TYPE;
+use dojo_testenv::pods::{self, phase, pod_spec, terminated, typed, wait_finished};
 use dojo_testenv::{ControlPlane, Error, eventually};
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use serde_json::{Value, json};
@@ -53,38 +52,7 @@ struct Images {
 static IMAGES: tokio::sync::OnceCell<Images> = tokio::sync::OnceCell::const_new();
 
 fn obj<T: DeserializeOwned>(v: Value) -> T {
-    serde_json::from_value(v).expect("a valid object")
-}
-
-/// A pod spec that runs on the real node, from a locally built image.
-fn pod_spec(image: &str, container: Value) -> Value {
-    let mut c = json!({"name": "main", "image": image, "imagePullPolicy": "Never"});
-    if let (Some(c), Some(extra)) = (c.as_object_mut(), container.as_object()) {
-        c.extend(extra.clone());
-    }
-    json!({"nodeSelector": {"type": NODE_TYPE}, "restartPolicy": "Never", "enableServiceLinks": false, "containers": [c]})
-}
-
-fn phase(p: &Pod) -> String {
-    p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
-}
-
-/// The terminated state of the pod's first container, once there is one.
-fn terminated(p: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
-    p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.terminated.clone()
-}
-
-/// Until the pod has finished: phase Succeeded or Failed.
-async fn wait_terminated(pods: &Api<Pod>, name: &str) -> (Pod, k8s_openapi::api::core::v1::ContainerStateTerminated) {
-    eventually(&format!("pod {name} terminated"), WAIT, || async {
-        let p = pods.get(name).await.map_err(|e| e.to_string())?;
-        let done = matches!(phase(&p).as_str(), "Succeeded" | "Failed");
-        match terminated(&p) {
-            Some(t) if done => Ok(Some((p, t))),
-            _ => Err(format!("phase {:?}, status {:?}", phase(&p), p.status.as_ref().and_then(|s| s.container_statuses.clone()))),
-        }
-    })
-    .await
+    typed(v).expect("a valid object")
 }
 
 #[tokio::test]
@@ -99,7 +67,7 @@ async fn pod_from_the_project_image_runs_logs_and_exits_with_its_code() {
     }));
     pods.create(&PostParams::default(), &pod).await.unwrap();
 
-    let (pod, state) = wait_terminated(&pods, "exit-seven").await;
+    let (pod, state) = wait_finished(&pods, "exit-seven", WAIT).await.unwrap();
     assert_eq!(state.exit_code, 7, "{state:?}");
     assert_eq!(phase(&pod), "Failed");
     let logs = pods.logs("exit-seven", &LogParams::default()).await.unwrap();
@@ -150,97 +118,26 @@ async fn job_pod_reports_through_its_termination_message() {
     assert_eq!(state.message.as_deref(), Some(report), "the API shows the termination message");
 }
 
-/// The name server and broker as the operator lays them out
-/// (operator/src/build.rs): headless Services, StatefulSets running
-/// `sh mqnamesrv` and `sh mqbroker -c` with the pod's IP put in the broker's
-/// config; a client in a second pod finds them by Service name.
+/// The name server and broker as the operator lays them out (headless
+/// Services, StatefulSets; the broker finds the name server by Service
+/// name), and two client pods: one given the name server's address as the
+/// operator gives it to a workload (the headless Service's name), one by a
+/// ClusterIP Service's name (through kube-proxy).
 #[tokio::test]
-async fn rocketmq_pods_serve_a_client_pod_through_services() {
+async fn rocketmq_pods_serve_client_pods_through_services() {
     let Some((cp, images)) = node().await else { return };
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("node-rocketmq").await.unwrap();
-    let client = cp.client();
-    let namesrv_addr = format!("dojo-namesrv.{ns}.svc:9876");
-    let java_opts = json!({"name": "JAVA_OPT_EXT", "value": "-Xms256m -Xmx256m -Xmn128m -XX:MaxDirectMemorySize=256m"});
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    for (name, ports) in [
-        ("dojo-namesrv", json!([{"name": "namesrv", "port": 9876}])),
-        ("dojo-broker", json!([{"name": "broker", "port": 10911}, {"name": "fast", "port": 10909}, {"name": "ha", "port": 10912}])),
-    ] {
-        let svc: Service = obj(json!({
-            "metadata": {"name": name},
-            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": {"app": name}, "ports": ports},
-        }));
-        services.create(&PostParams::default(), &svc).await.unwrap();
+    let addrs = pods::create_rocketmq(&cp.client(), &ns, &images.rocketmq.reference).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
+    for (name, addr) in [("client-headless", &addrs.headless), ("client-cluster-ip", &addrs.cluster_ip)] {
+        pods.create(&PostParams::default(), &pods::probe_pod(name, &images.probe.reference, addr).unwrap()).await.unwrap();
     }
-    let conf = [
-        "brokerClusterName=dojo",
-        "brokerName=broker-a",
-        "brokerId=0",
-        "brokerIP1=@POD_IP@",
-        "listenPort=10911",
-        "haListenPort=10912",
-        &format!("namesrvAddr={namesrv_addr}"),
-        "storePathRootDir=/home/rocketmq/store",
-        "storePathCommitLog=/home/rocketmq/store/commitlog",
-        "mappedFileSizeCommitLog=67108864",
-        "mappedFileSizeConsumeQueue=6000000",
-        "autoCreateTopicEnable=true",
-        "autoCreateSubscriptionGroup=true",
-        "diskMaxUsedSpaceRatio=95",
-        "flushDiskType=ASYNC_FLUSH",
-    ]
-    .join("\n");
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    cms.create(&PostParams::default(), &obj(json!({"metadata": {"name": "dojo-broker"}, "data": {"broker-0.conf": conf}}))).await.unwrap();
-
-    let statefulset = |name: &str, spec: Value| -> StatefulSet {
-        obj(json!({
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": 1,
-                "serviceName": name,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
-            },
-        }))
-    };
-    let mut namesrv = pod_spec(&images.rocketmq.reference, json!({
-        "command": ["sh", "mqnamesrv"],
-        "env": [java_opts.clone()],
-        "readinessProbe": {"tcpSocket": {"port": 9876}, "periodSeconds": 2},
-    }));
-    namesrv["restartPolicy"] = json!("Always");
-    let start = "set -e; ordinal=${HOSTNAME##*-}; sed \"s/@POD_IP@/$POD_IP/\" /etc/rocketmq-dojo/broker-$ordinal.conf > /home/rocketmq/conf/broker.conf; exec sh mqbroker -c /home/rocketmq/conf/broker.conf";
-    let mut broker = pod_spec(&images.rocketmq.reference, json!({
-        "command": ["sh", "-c", start],
-        "env": [java_opts, {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-        "readinessProbe": {"tcpSocket": {"port": 10911}, "periodSeconds": 2},
-        "volumeMounts": [
-            {"name": "config", "mountPath": "/etc/rocketmq-dojo"},
-            {"name": "conf", "mountPath": "/home/rocketmq/conf"},
-            {"name": "store", "mountPath": "/home/rocketmq/store"},
-        ],
-    }));
-    broker["restartPolicy"] = json!("Always");
-    broker["volumes"] = json!([
-        {"name": "config", "configMap": {"name": "dojo-broker"}},
-        {"name": "conf", "emptyDir": {}},
-        {"name": "store", "emptyDir": {}},
-    ]);
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    sts.create(&PostParams::default(), &statefulset("dojo-namesrv", namesrv)).await.unwrap();
-    sts.create(&PostParams::default(), &statefulset("dojo-broker", broker)).await.unwrap();
-
-    let pods: Api<Pod> = Api::namespaced(client, &ns);
-    let probe: Pod = obj(json!({
-        "metadata": {"name": "client"},
-        "spec": pod_spec(&images.probe.reference, json!({"env": [{"name": "NAMESRV_ADDR", "value": namesrv_addr}]})),
-    }));
-    pods.create(&PostParams::default(), &probe).await.unwrap();
-    let (_, state) = wait_terminated(&pods, "client").await;
-    let logs = pods.logs("client", &LogParams::default()).await.unwrap_or_default();
-    let broker_logs = pods.logs("dojo-broker-0", &LogParams { tail_lines: Some(20), ..Default::default() }).await.unwrap_or_default();
-    assert_eq!(state.exit_code, 0, "client pod: {logs}\nbroker pod: {broker_logs}");
-    assert!(logs.contains(&format!("sent and received a message through {namesrv_addr}")), "{logs}");
+    for (name, addr) in [("client-headless", &addrs.headless), ("client-cluster-ip", &addrs.cluster_ip)] {
+        let (_, state) = wait_finished(&pods, name, WAIT).await.unwrap();
+        let logs = pods.logs(name, &LogParams::default()).await.unwrap_or_default();
+        let broker = pods.logs("dojo-broker-0", &LogParams { tail_lines: Some(20), ..Default::default() }).await.unwrap_or_default();
+        assert_eq!(state.exit_code, 0, "{name}: {logs}\nbroker pod: {broker}");
+        assert!(logs.contains(&format!("sent and received a message through {addr}")), "{name}: {logs}");
+    }
 }
