@@ -19,7 +19,8 @@
 #     workload  the learner's binary  (no default)
 #   Images built FROM another of ours (operator, verifier, workload) build it
 #   first. Prints one line per image: NAME, reference, archive path, bytes,
-#   and the seconds its build took or `cached`.
+#   and the seconds its build took (`cached:Ns` when up to date: N is the
+#   last build's).
 #   TAG (env) defaults to the project version (crds/Cargo.toml).
 set -euo pipefail
 
@@ -100,7 +101,7 @@ json_words() { python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[
 declare -A built=()
 
 # report NAME ARCHIVE HOW: one line per image: name, reference, archive,
-# bytes, and the build's seconds or `cached`.
+# bytes, and the build's seconds (HOW).
 report() {
   printf '%-14s %s %s %s %s\n' "$1" "localhost/rocketmq-dojo/$1:$TAG" "$2" "$(stat -c %s "$2")" "$3"
 }
@@ -155,7 +156,7 @@ build() {
   local image=$name-$TAG
   if [[ -f $out && $(cat "$store/$image.key" 2>/dev/null) == "$key" ]] && has_tag "$image"; then
     built[$name]=1
-    report "$name" "$out" cached
+    report "$name" "$out" "cached:$(cat "$store/$image.secs" 2>/dev/null || echo ?)s"
     rm -rf "$ctx"; return
   fi
 
@@ -182,6 +183,7 @@ build() {
   rm -f "$out"
   skopeo copy -q "oci:$layout:$image" "docker-archive:$out:localhost/rocketmq-dojo/$name:$TAG"
   echo "$key" >"$store/$image.key"
+  echo "$((SECONDS - t0))" >"$store/$image.secs"
   rm -rf "$ctx"
   built[$name]=1
   report "$name" "$out" "$((SECONDS - t0))s"

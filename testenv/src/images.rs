@@ -20,8 +20,10 @@ pub struct Built {
     pub reference: String,
     pub archive: PathBuf,
     pub bytes: u64,
-    /// Seconds the build took; `None` when the archive was up to date.
+    /// Seconds the (last) build took, when known.
     pub seconds: Option<u64>,
+    /// The archive was up to date: nothing was built this time.
+    pub cached: bool,
 }
 
 /// Builds (or finds up to date) the named images: `pause`, `rocketmq`,
@@ -56,7 +58,8 @@ fn parse_line(line: &str) -> Result<Built> {
         reference: reference.into(),
         archive: archive.into(),
         bytes: bytes.parse().map_err(|e| Error::failed("reading images/build.sh's report", format!("{line:?}: {e}")))?,
-        seconds: how.strip_suffix('s').and_then(|s| s.parse().ok()),
+        seconds: how.trim_start_matches("cached:").strip_suffix('s').and_then(|s| s.parse().ok()),
+        cached: how.starts_with("cached:"),
     })
 }
 
@@ -66,8 +69,8 @@ mod tests {
     fn reads_the_report_lines() {
         let built = super::parse_line("pause localhost/rocketmq-dojo/pause:0.1.0 /c/images/pause-0.1.0.tar 812032 3s").unwrap();
         assert_eq!((built.name.as_str(), built.bytes, built.seconds), ("pause", 812032, Some(3)));
-        let cached = super::parse_line("rocketmq localhost/rocketmq-dojo/rocketmq:0.1.0 /c/r.tar 9 cached").unwrap();
-        assert_eq!(cached.seconds, None);
+        let cached = super::parse_line("rocketmq localhost/rocketmq-dojo/rocketmq:0.1.0 /c/r.tar 9 cached:77s").unwrap();
+        assert_eq!((cached.seconds, cached.cached), (Some(77), true));
         assert!(super::parse_line("garbage").is_err());
     }
 }
