@@ -17,7 +17,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 
 /// Pods per level-3 Challenge: name server, broker, workload, verifier.
 const PODS_PER_CHALLENGE: usize = 4;
-const PODS_PER_NODE: usize = 250;
+/// Few, large fake nodes: each is one more heartbeat for kwok to send, and
+/// a node whose heartbeats fall 5 minutes behind on a busy machine turns
+/// NotReady, taking its pods' readiness with it for good (kwok readies a
+/// pod only once).
+const PODS_PER_NODE: usize = 1000;
 
 #[tokio::main]
 async fn main() {
@@ -168,7 +172,7 @@ async fn add_nodes(cp: &dojo_testenv::ControlPlane, count: usize) {
             "metadata": {
                 "name": name,
                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                "labels": {"type": "kwok", "topology.kubernetes.io/zone": zone, "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+                "labels": {"type": "kwok", "topology.kubernetes.io/region": "dojo", "topology.kubernetes.io/zone": zone, "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
             },
             "status": {
                 "allocatable": {"cpu": "256", "memory": "1Ti", "pods": PODS_PER_NODE.to_string()},

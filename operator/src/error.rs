@@ -25,6 +25,8 @@ pub enum Error {
     VerifierReportUnreadable { detail: String },
     #[error("the verifier could not judge the run: {detail}; this is not the workload's fault, re-run by changing spec.workload.image (e.g. a new tag)")]
     VerifierCouldNotJudge { detail: String },
+    #[error("the operator's watches stopped before they listed once: restart the operator")]
+    CacheStopped,
     #[error("{action}: {source}")]
     Kube {
         action: String,
@@ -52,12 +54,13 @@ impl Error {
             Error::VerifierReportMissing { .. } => "VerifierReportMissing",
             Error::VerifierReportUnreadable { .. } => "VerifierReportUnreadable",
             Error::VerifierCouldNotJudge { .. } => "VerifierCouldNotJudge",
+            Error::CacheStopped => "CacheStopped",
             Error::Kube { .. } => "KubeApiError",
         }
     }
 
     /// Whether the attempt ends in phase Error (no retry can help until the spec changes).
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Error::Kube { .. } | Error::MissingMetadata(_))
+        !matches!(self, Error::Kube { .. } | Error::MissingMetadata(_) | Error::CacheStopped)
     }
 }

@@ -31,7 +31,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
@@ -41,7 +41,7 @@ use tracing::{info, warn};
 pub use error::Error;
 use leader::{LeaderElector, LeaseConfig};
 use metrics::Metrics;
-use reconcile::Context;
+use reconcile::{AppliedCache, Cache, Context};
 use validate::{CHALLENGE_LABEL, MANAGED_BY_LABEL, MANAGER};
 
 /// How the operator runs (the binary's flags).
@@ -128,54 +128,76 @@ fn mine() -> watcher::Config {
     watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
 }
 
-/// Metadata-only events of one owned kind: a reconcile needs only to know
-/// that something changed (it reads what it judges), so no object bodies
-/// are held or decoded. With `reapply`, a deletion makes the owner's next
-/// reconcile apply everything again (the object is one `apply_all` writes).
-fn owned<K>(client: &Client, opts: &Options, ctx: &Arc<Context>, reapply: bool) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+/// With `reapply`, a deletion makes the owner's next reconcile apply
+/// everything again (the object is one `apply_all` writes).
+fn forgetting<K: kube::Resource>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    applied: Arc<AppliedCache>,
+    reapply: bool,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> {
+    events.map_ok(move |event| {
+        if let (true, watcher::Event::Delete(gone)) = (reapply, &event) {
+            applied.forget(gone);
+        }
+        event
+    })
+}
+
+/// Metadata-only events of an owned kind whose contents no reconcile reads
+/// (it only needs to know that one changed or went): no bodies held or decoded.
+fn owned<K>(client: &Client, opts: &Options, applied: &Arc<AppliedCache>) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let ctx = ctx.clone();
-    watcher(scoped::<PartialObjectMeta<K>>(client, &opts.namespace), mine())
-        .default_backoff()
-        .map_ok(move |event| {
-            if let (true, watcher::Event::Delete(gone)) = (reapply, &event) {
-                ctx.forget_applied(gone);
-            }
-            event
-        })
-        .touched_objects()
+    let events = watcher(scoped::<PartialObjectMeta<K>>(client, &opts.namespace), mine()).default_backoff();
+    forgetting(events, applied.clone(), true).touched_objects()
+}
+
+/// Events of a kind whose status the reconciles judge, kept in `writer`'s
+/// store (without managedFields, the bulk of a small object), which
+/// `reconcile::observe` reads instead of asking the API server.
+fn cached<K>(client: &Client, opts: &Options, applied: &Arc<AppliedCache>, writer: Writer<K>, reapply: bool) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let events = watcher(scoped::<K>(client, &opts.namespace), mine()).default_backoff().modify(|o: &mut K| o.managed_fields_mut().clear());
+    forgetting(events, applied.clone(), reapply).reflect(writer).touched_objects()
 }
 
 async fn controller(client: Client, opts: &Options, shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let reporter = Reporter { controller: MANAGER.into(), instance: Some(opts.lease.identity.clone()) };
+    let applied = Arc::new(AppliedCache::default());
+    let (statefulsets, sts_writer) = reflector::store();
+    let (deployments, deployment_writer) = reflector::store();
+    let (jobs, job_writer) = reflector::store();
+    let (pods, pod_writer) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics: shared.metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         report_grace: opts.report_grace,
-        applied: Default::default(),
+        applied: applied.clone(),
+        cache: Cache { statefulsets, deployments, jobs, pods },
     });
-    let c = &client;
+    let (c, a) = (&client, &applied);
     // One watch per kind the Challenge owns, whatever the number of
     // Challenges; a deleted object comes back within a reconcile.
     let controller = Controller::new(scoped::<Challenge>(c, &opts.namespace), watcher::Config::default())
-        .owns_stream(owned::<StatefulSet>(c, opts, &ctx, true))
-        .owns_stream(owned::<Deployment>(c, opts, &ctx, true))
-        .owns_stream(owned::<Service>(c, opts, &ctx, true))
-        .owns_stream(owned::<ConfigMap>(c, opts, &ctx, true))
-        .owns_stream(owned::<ServiceAccount>(c, opts, &ctx, true))
-        .owns_stream(owned::<Role>(c, opts, &ctx, true))
-        .owns_stream(owned::<RoleBinding>(c, opts, &ctx, true))
-        .owns_stream(owned::<NetworkPolicy>(c, opts, &ctx, true))
-        .owns_stream(owned::<PodDisruptionBudget>(c, opts, &ctx, true))
+        .owns_stream(cached::<StatefulSet>(c, opts, a, sts_writer, true))
+        .owns_stream(cached::<Deployment>(c, opts, a, deployment_writer, true))
         // The verifier Job is applied by the phase logic, not by `apply_all`.
-        .owns_stream(owned::<Job>(c, opts, &ctx, false))
+        .owns_stream(cached::<Job>(c, opts, a, job_writer, false))
+        .owns_stream(owned::<Service>(c, opts, a))
+        .owns_stream(owned::<ConfigMap>(c, opts, a))
+        .owns_stream(owned::<ServiceAccount>(c, opts, a))
+        .owns_stream(owned::<Role>(c, opts, a))
+        .owns_stream(owned::<RoleBinding>(c, opts, a))
+        .owns_stream(owned::<NetworkPolicy>(c, opts, a))
+        .owns_stream(owned::<PodDisruptionBudget>(c, opts, a))
         // Pods are owned by ReplicaSets and Jobs, not by the Challenge:
         // their label names the Challenge (the verifier's report and image
         // pull errors show up on pods first).
-        .watches_stream(watcher(scoped::<PartialObjectMeta<Pod>>(c, &opts.namespace), mine()).default_backoff().touched_objects(), |pod: PartialObjectMeta<Pod>| {
+        .watches_stream(cached::<Pod>(c, opts, a, pod_writer, false), |pod: Pod| {
             let ns = pod.namespace();
             pod.labels().get(CHALLENGE_LABEL).map(|name| {
                 let r = ObjectRef::<Challenge>::new(name);

@@ -3,7 +3,8 @@
 //! what was observed. Level-triggered and idempotent: running it twice in a
 //! row changes nothing the second time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dojo_crds::{Challenge, ChallengeStatus, Phase};
@@ -13,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -31,14 +33,49 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub report_grace: Duration,
-    /// What was last applied per Challenge, to skip re-applying identical
-    /// objects on every status change of a pod.
-    pub applied: std::sync::Mutex<std::collections::HashMap<String, Applied>>,
+    pub applied: Arc<AppliedCache>,
+    pub cache: Cache,
 }
+
+/// What the watches hold of the objects whose status decides the phase:
+/// a reconcile reads them here instead of asking the API server (their
+/// changes are what trigger it in the first place).
+pub struct Cache {
+    pub statefulsets: Store<StatefulSet>,
+    pub deployments: Store<Deployment>,
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+}
+
+impl Cache {
+    /// Until every watch has listed once, an absent object may exist: a
+    /// Verifying Challenge would look unprovisioned after a restart.
+    async fn ready(&self) -> Result<(), Error> {
+        let stopped = |_| Error::CacheStopped;
+        self.statefulsets.wait_until_ready().await.map_err(stopped)?;
+        self.deployments.wait_until_ready().await.map_err(stopped)?;
+        self.jobs.wait_until_ready().await.map_err(stopped)?;
+        self.pods.wait_until_ready().await.map_err(stopped)
+    }
+
+    /// The pods in `ns` carrying every label of `labels`.
+    fn pods(&self, ns: &str, labels: &[(&str, &str)]) -> Vec<Arc<Pod>> {
+        self.pods.state_filter(|p| p.namespace().as_deref() == Some(ns) && labels.iter().all(|(k, v)| p.labels().get(*k).map(String::as_str) == Some(*v)))
+    }
+}
+
+fn cached<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>> {
+    store.get(&ObjectRef::new(name).within(ns))
+}
+
+/// What was last applied per Challenge, to skip re-applying identical
+/// objects on every status change of a pod.
+#[derive(Default)]
+pub struct AppliedCache(Mutex<HashMap<String, Applied>>);
 
 /// The spec and attempt a Challenge's objects were last applied for.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Applied {
+struct Applied {
     uid: String,
     generation: Option<i64>,
     attempt: u32,
@@ -50,15 +87,28 @@ pub struct Applied {
 /// hand or a deletion missed while a watch restarted comes back only so.
 const REAPPLY_EVERY: Duration = Duration::from_secs(300);
 
-impl Context {
+impl AppliedCache {
+    fn is_fresh(&self, key: &str, this: &Applied) -> bool {
+        self.0.lock().unwrap().get(key).is_some_and(|a| {
+            (&a.uid, a.generation, a.attempt) == (&this.uid, this.generation, this.attempt) && a.at.elapsed() < REAPPLY_EVERY
+        })
+    }
+
+    fn record(&self, key: String, this: Applied) {
+        let mut applied = self.0.lock().unwrap();
+        // Expired entries (deleted Challenges among them) are useless.
+        applied.retain(|_, a| a.at.elapsed() < REAPPLY_EVERY);
+        applied.insert(key, this);
+    }
+
     /// An object of a Challenge was deleted: its next reconcile applies
     /// everything again instead of trusting what was last applied.
-    pub fn forget_applied<K: Resource>(&self, gone: &K) {
+    pub fn forget<K: Resource>(&self, gone: &K) {
         let Some(owner) = gone.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Challenge::kind(&())) else {
             return;
         };
         let key = format!("{}/{}", gone.meta().namespace.as_deref().unwrap_or_default(), owner.name);
-        self.applied.lock().unwrap().remove(&key);
+        self.0.lock().unwrap().remove(&key);
     }
 }
 
@@ -114,15 +164,9 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
     let objects = build(&v);
     let key = format!("{}/{}", v.namespace, v.name);
     let this = Applied { uid: v.owner.uid.clone(), generation, attempt: v.attempt, at: Instant::now() };
-    let fresh = ctx.applied.lock().unwrap().get(&key).is_some_and(|a| {
-        (&a.uid, a.generation, a.attempt) == (&this.uid, this.generation, this.attempt) && a.at.elapsed() < REAPPLY_EVERY
-    });
-    if !fresh {
+    if !ctx.applied.is_fresh(&key, &this) {
         apply_all(ctx, &objects).await?;
-        let mut applied = ctx.applied.lock().unwrap();
-        // Expired entries (deleted Challenges among them) are useless.
-        applied.retain(|_, a| a.at.elapsed() < REAPPLY_EVERY);
-        applied.insert(key.clone(), this);
+        ctx.applied.record(key, this);
     }
     status::set_condition(&mut status.conditions, "Provisioned", true, "Applied", "every object of the Challenge is applied".into(), generation, now);
 
@@ -130,12 +174,8 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
         finish(ctx, ch, &prev, &status, None).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    let obs = observe(ctx, &v).await?;
-    if obs.missing {
-        // Something was deleted behind our back: apply everything again.
-        ctx.applied.lock().unwrap().remove(&key);
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
+    ctx.cache.ready().await?;
+    let obs = observe(&ctx.cache, &v);
     let decision = status::decide(&status, &v, &obs, now, ctx.report_grace);
     if decision.create_job {
         apply(ctx, &objects.verifier_job).await?;
@@ -305,20 +345,6 @@ async fn delete_old_verifiers(ctx: &Context, v: &ValidChallenge) -> Result<(), E
     Ok(())
 }
 
-async fn get_opt<K>(ctx: &Context, ns: &str, name: &str) -> Result<Option<K>, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    ctx.metrics.api_requests.with_label_values(&["get"]).inc();
-    Api::<K>::namespaced(ctx.client.clone(), ns).get_opt(name).await.map_err(Error::kube(format!("reading {} {name}", K::kind(&()))))
-}
-
-async fn pods(ctx: &Context, ns: &str, selector: &str) -> Result<Vec<Pod>, Error> {
-    ctx.metrics.api_requests.with_label_values(&["list"]).inc();
-    let list = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(selector)).await;
-    Ok(list.map_err(Error::kube(format!("listing pods {selector}")))?.items)
-}
-
 fn waiting_of(pod: &Pod) -> Option<Waiting> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     statuses.iter().find_map(|c| {
@@ -327,47 +353,37 @@ fn waiting_of(pod: &Pod) -> Option<Waiting> {
     })
 }
 
-async fn observe(ctx: &Context, v: &ValidChallenge) -> Result<Observation, Error> {
+fn observe(cache: &Cache, v: &ValidChallenge) -> Observation {
     let ns = v.namespace.as_str();
-    let job = match get_opt::<Job>(ctx, ns, &v.verifier_job_name()).await? {
-        Some(job) => Some(observe_job(ctx, v, job).await?),
-        None => None,
-    };
-    if job.is_some() {
+    if let Some(job) = cached(&cache.jobs, ns, &v.verifier_job_name()) {
         // RocketMQ's and the workload's readiness no longer decide the
         // phase: the verifier's faults take them down on purpose.
-        return Ok(Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() });
+        let job = Some(observe_job(cache, v, &job));
+        return Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() };
     }
-    let namesrv = get_opt::<StatefulSet>(ctx, ns, &v.object_name("namesrv")).await?;
-    let mut brokers = Vec::new();
-    for name in v.broker_sets() {
-        brokers.push(get_opt::<StatefulSet>(ctx, ns, &name).await?);
-    }
-    let deployment = get_opt::<Deployment>(ctx, ns, &v.object_name("workload")).await?;
-    let missing = namesrv.is_none() || brokers.iter().any(Option::is_none) || deployment.is_none();
-    let ready_replicas = |s: Option<StatefulSet>| s.and_then(|s| s.status).and_then(|s| s.ready_replicas).unwrap_or(0);
-    let namesrv_ready = ready_replicas(namesrv) >= 1;
-    let brokers_ready = brokers.into_iter().map(ready_replicas).sum();
-    let workload_ready = deployment.is_some_and(|d| {
+    let ready_replicas = |name: &str| cached(&cache.statefulsets, ns, name).and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0);
+    let namesrv_ready = ready_replicas(&v.object_name("namesrv")) >= 1;
+    let brokers_ready = v.broker_sets().iter().map(|name| ready_replicas(name)).sum();
+    let workload_ready = cached(&cache.deployments, ns, &v.object_name("workload")).is_some_and(|d| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let st = d.status.unwrap_or_default();
+        let st = d.status.clone().unwrap_or_default();
         st.observed_generation >= d.metadata.generation && st.updated_replicas.unwrap_or(0) >= want && st.available_replicas.unwrap_or(0) >= want
     });
     let workload_waiting = if workload_ready {
         None
     } else {
-        let selector = format!("{CHALLENGE_LABEL}={},{COMPONENT_LABEL}=workload,{ATTEMPT_LABEL}={}", v.name, v.attempt);
-        pods(ctx, ns, &selector).await?.iter().find_map(waiting_of)
+        let attempt = v.attempt.to_string();
+        cache.pods(ns, &[(CHALLENGE_LABEL, &v.name), (COMPONENT_LABEL, "workload"), (ATTEMPT_LABEL, &attempt)]).iter().find_map(|p| waiting_of(p))
     };
-    Ok(Observation { namesrv_ready, brokers_ready, workload_ready, workload_waiting, job: None, missing })
+    Observation { namesrv_ready, brokers_ready, workload_ready, workload_waiting, job: None }
 }
 
-async fn observe_job(ctx: &Context, v: &ValidChallenge, job: Job) -> Result<JobObservation, Error> {
+fn observe_job(cache: &Cache, v: &ValidChallenge, job: &Job) -> JobObservation {
     let failed = job.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| {
         cs.iter().find(|c| c.type_ == "Failed" && c.status == "True").map(|c| format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
     });
-    let selector = format!("{CHALLENGE_LABEL}={},{COMPONENT_LABEL}=verifier,{ATTEMPT_LABEL}={}", v.name, v.attempt);
-    let pods = pods(ctx, &v.namespace, &selector).await?;
+    let attempt = v.attempt.to_string();
+    let pods = cache.pods(&v.namespace, &[(CHALLENGE_LABEL, &v.name), (COMPONENT_LABEL, "verifier"), (ATTEMPT_LABEL, &attempt)]);
     // The newest pod speaks for the Job (backoffLimit 0: there is one).
     let pod = pods.into_iter().max_by_key(|p| p.metadata.creation_timestamp.clone()).map(|p| {
         let name = p.name_any();
@@ -381,6 +397,5 @@ async fn observe_job(ctx: &Context, v: &ValidChallenge, job: Job) -> Result<JobO
             VerifierPod::Pending { waiting: waiting_of(&p), name }
         }
     });
-    Ok(JobObservation { name: job.name_any(), failed, pod })
+    JobObservation { name: job.name_any(), failed, pod }
 }
-

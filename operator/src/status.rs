@@ -20,8 +20,6 @@ pub struct Observation {
     pub workload_waiting: Option<Waiting>,
     /// The verifier Job of this attempt, once created.
     pub job: Option<JobObservation>,
-    /// A StatefulSet or the Deployment is gone (deleted by hand).
-    pub missing: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
