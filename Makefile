@@ -55,3 +55,16 @@ chart-sync:
 	cp operator/deploy/clusterrole.yaml charts/rocketmq-dojo/files/operator-clusterrole.yaml
 	cp prometheus/dojo-rules.yaml charts/rocketmq-dojo/files/dojo-rules.yaml
 	rm -f charts/rocketmq-dojo/dashboards/*.json && cp grafana/*.json charts/rocketmq-dojo/dashboards/
+
+.PHONY: images bench-node
+
+## Build the project's images (images/README.md) as archives in the cache, imported by a real node;
+## IMPORT=<containerd socket> also imports them into that containerd (namespace k8s.io).
+images: deps
+	$(CARGO) build --workspace --bins
+	images/build.sh $(if $(IMPORT),--import $(IMPORT)) pause rocketmq workload-base operator \
+	  $$(test -x $${CARGO_TARGET_DIR:-target}/debug/dojo-verifier && echo verifier)
+
+## The real node's figures: bootstrap, start, image builds, pod start latency, broker in pods vs local (root).
+bench-node: deps
+	$(CARGO) test -q -p dojo-testenv --bench node
