@@ -15,6 +15,7 @@ use dojo_world::{Effect, History, Kind, Op, Outcome, Repeats, StateMachine, Worl
 use futures::StreamExt;
 
 use super::{Ctx, group, notifier};
+use crate::broker::{self, AdminSession};
 use crate::now_ms;
 use crate::platform::Platform;
 use crate::report::Check;
@@ -33,9 +34,13 @@ const IN_FLIGHT: usize = 16;
 const KILL_AFTER: usize = 40;
 const RESTART_AFTER: Duration = Duration::from_millis(1500);
 /// From the last event posted until every order must be DONE. An orderly
-/// consumer takes over a dead instance's queues only once the broker lets
-/// it lock them.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(75);
+/// consumer takes over a dead instance's queues only once the broker's lock
+/// on them expires (60 s after the dead client last renewed it) and its next
+/// lock attempt (every 20 s) succeeds.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(100);
+/// The wait ends early once the world has been this quiet and the group has
+/// confirmed every message: nothing is left to deliver.
+const QUIET: Duration = Duration::from_secs(5);
 /// Quiet time after the last order is DONE, for late redeliveries.
 const SETTLE: Duration = Duration::from_secs(4);
 
@@ -49,6 +54,8 @@ fn order_id(i: usize) -> String {
     format!("order-{i:04}")
 }
 
+const PHASES: [&str; 3] = ["one instance", "two instances (rebalance)", "kill and restart"];
+
 /// The three stretches of the run, by wall-clock start, for evidence.
 struct Phases {
     rebalance_ms: u64,
@@ -57,19 +64,19 @@ struct Phases {
 
 impl Phases {
     fn of(&self, wall_ms: u64) -> &'static str {
-        if wall_ms < self.rebalance_ms {
-            "one instance"
+        PHASES[if wall_ms < self.rebalance_ms {
+            0
         } else if wall_ms < self.restart_ms {
-            "two instances (rebalance)"
+            1
         } else {
-            "kill and restart"
-        }
+            2
+        }]
     }
 }
 
 pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     ctx.phase(&format!("creating topic {TOPIC} with {QUEUES} queues"));
-    if let Err(e) = crate::broker::create_topic(ctx.clients, TOPIC, QUEUES).await {
+    if let Err(e) = broker::create_topic(ctx.clients, TOPIC, QUEUES).await {
         return ctx.judge(Check::error("topic-created", "the verifier creates the topic", e));
     }
     ctx.phase(&format!("starting {FIRST}"));
@@ -122,9 +129,9 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
         return;
     }
 
-    ctx.phase(&format!("waiting up to {}s for every order to be DONE", DRAIN_DEADLINE.as_secs()));
+    ctx.phase(&format!("waiting up to {}s for every order to be DONE, or for nothing left to deliver", DRAIN_DEADLINE.as_secs()));
     let drain = Instant::now();
-    let all_done = wait_done(ctx, 3 * WAVE, DRAIN_DEADLINE).await;
+    let all_done = wait_settled(ctx, 3 * WAVE).await;
     let drained_in = drain.elapsed();
     if all_done {
         tokio::time::sleep(SETTLE).await;
@@ -193,6 +200,38 @@ async fn wait_done<P: Platform>(ctx: &mut Ctx<'_, P>, orders: usize, limit: Dura
     }
 }
 
+/// Waits until every order is DONE (true), or until the group has confirmed
+/// every message and the world has been quiet for `QUIET` (false: stuck
+/// orders stay stuck), or the deadline.
+async fn wait_settled<P: Platform>(ctx: &mut Ctx<'_, P>, orders: usize) -> bool {
+    let admin = AdminSession::start(ctx.clients).await.ok();
+    let start = Instant::now();
+    let (mut effects, mut quiet_since) = (0, Instant::now());
+    let done = loop {
+        let h = ctx.world.history();
+        if done_count(&h, orders) >= orders {
+            break true;
+        }
+        if h.effects.len() != effects {
+            (effects, quiet_since) = (h.effects.len(), Instant::now());
+        }
+        if quiet_since.elapsed() >= QUIET
+            && let Some(admin) = &admin
+            && broker::consume_progress(admin.admin(), GROUP, TOPIC).await.is_ok_and(|p| p.values().all(|q| q.lag() == 0))
+        {
+            break false;
+        }
+        if start.elapsed() >= DRAIN_DEADLINE {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
+    done
+}
+
 fn done_count(history: &History, orders: usize) -> usize {
     let ids: Vec<String> = (0..orders).map(order_id).collect();
     let statuses = last_statuses(history);
@@ -225,7 +264,7 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, history: &History, phases: &Phases, 
     }
     ctx.figure("orders", orders as f64, "");
     ctx.figure("events posted", (orders * STATUSES.len()) as f64, "");
-    for phase in ["one instance", "two instances (rebalance)", "kill and restart"] {
+    for phase in PHASES {
         ctx.figure(&format!("illegal: {phase}"), per_phase.get(phase).copied().unwrap_or(0) as f64, "transitions");
     }
 
@@ -236,7 +275,7 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, history: &History, phases: &Phases, 
     ctx.judge(if illegal.is_empty() {
         Check::pass("legal-transitions", "every order moves CREATED → PAID → SHIPPED → DONE, one step at a time", format!("no illegal transition among {} status changes", history.of_kind(Kind::OrderStatus).count()))
     } else {
-        let phases_seen: Vec<String> = per_phase.iter().map(|(p, n)| format!("{n} with {p}")).collect();
+        let phases_seen: Vec<String> = PHASES.iter().filter_map(|p| per_phase.get(p).map(|n| format!("{n} with {p}"))).collect();
         Check::fail("legal-transitions", "every order moves CREATED → PAID → SHIPPED → DONE, one step at a time", format!("{} illegal transitions on {} orders ({}): events of one order were applied out of order", illegal.len(), orders_hit.len(), phases_seen.join(", ")))
             .with_evidence(illegal.iter().map(|e| {
                 let Op::OrderStatus { order_id, to, seen, .. } = &e.op else { unreachable!("filtered on order_status") };
