@@ -1,7 +1,8 @@
 //! `make bench` (levels): per playable level, the wall time of a local run of
 //! the reference fix, cold (a fresh copy: its own crate compiles) and warm
 //! (the same copy again), the broker's and the workload's peak memory, the
-//! level's own figures, and each near miss's figures beside the fix's.
+//! level's own figures, and the starter's and each near miss's headline
+//! figures beside the fix's, with their ratio. `-- N` benches level N only.
 //! Prints a table; asserts nothing.
 
 #![recursion_limit = "512"]
@@ -14,8 +15,26 @@ use dojo_verifier::run::play;
 use dojo_verifier::workload::{self, Variant};
 use dojo_verifier::{Figure, Report};
 
+/// What the levels measure that tells a fix from a miss.
+const HEADLINES: [&str; 5] = ["throughput", "p99 latency", "throughput (to 99 %)", "drained in", "drain after the last event"];
+
+fn find<'a>(r: &'a Report, name: &str) -> Option<&'a Figure> {
+    r.figures.iter().find(|f| f.name == name)
+}
+
 fn figure(r: &Report, name: &str) -> String {
-    r.figures.iter().find(|f| f.name == name).map(|f: &Figure| format!("{:.1} {}", f.value, f.unit)).unwrap_or_else(|| "-".into())
+    find(r, name).map(|f| format!("{:.1} {}", f.value, f.unit)).unwrap_or_else(|| "-".into())
+}
+
+/// A starter's or near miss's verdict, failed checks and headline figures beside the fix's.
+fn beside(label: &str, r: &Report, fix: &Report) {
+    let failed: Vec<&str> = r.checks.iter().filter(|c| c.verdict != dojo_verifier::Verdict::Pass).map(|c| c.id.as_str()).collect();
+    println!("  {label}: verdict {} (failed: {})", r.verdict.as_str(), failed.join(", "));
+    for name in HEADLINES {
+        let (Some(v), f) = (find(r, name), find(fix, name)) else { continue };
+        let ratio = f.filter(|_| v.value != 0.0).map(|f| format!(", fix/this {:.1}x", f.value / v.value)).unwrap_or_default();
+        println!("    {name:<28} {:>10.1} {} (fix: {}{ratio})", v.value, v.unit, figure(fix, name));
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -39,12 +58,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for f in &fix.figures {
             println!("    {:<32} {:>10.1} {}", f.name, f.value, f.unit);
         }
-        for nm in Variant::near_misses(&info.dir()) {
-            let Variant::NearMiss(name) = &nm else { continue };
-            let dir = tmp.path().join(name);
-            workload::prepare(&info.dir(), &nm, &dir)?;
+        for variant in std::iter::once(Variant::Starter).chain(Variant::near_misses(&info.dir())) {
+            let label = match &variant {
+                Variant::NearMiss(name) => format!("near miss {name}"),
+                _ => "starter".to_string(),
+            };
+            let dir = tmp.path().join(label.replace(' ', "-"));
+            workload::prepare(&info.dir(), &variant, &dir)?;
             let r = play(info, &dir, &runs, &mut Quiet).await?;
-            println!("  near miss {name}: verdict {}; throughput {} (fix: {}), p99 {} (fix: {})", r.verdict.as_str(), figure(&r, "throughput"), figure(&fix, "throughput"), figure(&r, "p99 latency"), figure(&fix, "p99 latency"));
+            beside(&label, &r, &fix);
         }
     }
     Ok(())

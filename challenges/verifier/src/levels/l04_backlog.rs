@@ -185,6 +185,9 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, orders: usize, history: &History, sa
     // Drained in time, from the world's record.
     let at_deadline = samples.iter().rev().find(|s| s.at <= DEADLINE).map_or(0, |s| s.reserved);
     let curve = |n: usize| -> Vec<String> { samples.iter().step_by((samples.len() / n).max(1)).map(|s| format!("{:>3}s: {} reserved, lag {}", s.at.as_secs(), s.reserved, s.lag.map_or("?".into(), |l| l.to_string()))).collect() };
+    if let Some(t) = drained_at {
+        ctx.figure("drained in", t.as_secs_f64(), "s");
+    }
     ctx.judge(match drained_at {
         Some(t) if t <= DEADLINE => Check::pass("drained-in-time", "the backlog drains before the cut-off", format!("all {orders} orders reserved {:.1}s after the burst began (cut-off {}s)", t.as_secs_f64(), DEADLINE.as_secs())),
         _ => {
