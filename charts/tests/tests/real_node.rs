@@ -2,7 +2,7 @@
 //! workspace by images/build.sh) runs in the chart's two pods on a real
 //! node (containerd, runc, kubelet) beside the control plane, with the
 //! chart's probes, non-root user, read-only root filesystem and the
-//! ServiceAccount token Kubernetes mounts. Needs root; skips, saying why,
+//! ServiceAccount token Kubernetes mounts (checked on the process itself). Needs root; skips, saying why,
 //! where a real node cannot run.
 
 use std::collections::BTreeSet;
@@ -62,6 +62,21 @@ async fn the_operator_image_runs_in_the_charts_pods_elects_a_leader_and_reconcil
     let lp = ListParams::default().labels("app.kubernetes.io/component=operator");
     let names: BTreeSet<String> = pods.list(&lp).await.unwrap().items.iter().map(|p| p.name_any()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
+
+    // The chart's securityContext is what the process got: user 65532, no
+    // capability, a read-only root filesystem.
+    for pod in pods.list(&lp).await.unwrap().items {
+        let (pids, _) = node.pod_processes(&pod.uid().unwrap());
+        let operator_pids: Vec<u32> = pids.into_iter().filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "dojo-operator")).collect();
+        assert_eq!(operator_pids.len(), 1, "{}: {operator_pids:?}", pod.name_any());
+        let status = std::fs::read_to_string(format!("/proc/{}/status", operator_pids[0])).unwrap();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
+        assert_eq!(field("Uid:"), ["65532"; 4], "{status}");
+        assert_eq!(field("CapEff:"), ["0000000000000000"], "{status}");
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", operator_pids[0])).unwrap();
+        let root = mounts.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.get(4) == Some(&"/")).expect("a root mount");
+        assert!(root[5].split(',').any(|o| o == "ro"), "the root filesystem is writable: {}", root.join(" "));
+    }
 
     // One of the two holds the chart's Lease; its /metrics says so, the other's does not.
     let leases: Api<Lease> = Api::namespaced(cp.client(), &ns);
