@@ -382,6 +382,7 @@ impl ControlPlane {
         let node = if b.real_node {
             let node = RealNode::start(NodeParams {
                 server_url: &server_url,
+                api_port,
                 pki: &pki,
                 admin_kubeconfig: &kubeconfig,
                 dir: root.join("node"),

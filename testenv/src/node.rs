@@ -14,6 +14,9 @@
 //! [`Footprint::leftovers`] checks it.
 
 use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::os::linux::net::SocketAddrExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node as NodeObject;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 
 use crate::cache;
@@ -66,6 +70,8 @@ const HOST_DIRS: &[&str] = &["/run/containerd", "/var/lib/cni", "/var/log/contai
 /// What the plane hands its node.
 pub(crate) struct NodeParams<'a> {
     pub server_url: &'a str,
+    /// The apiserver's port on 127.0.0.1, relayed to pods (see [`ApiRelay`]).
+    pub api_port: u16,
     pub pki: &'a Pki,
     pub admin_kubeconfig: &'a Path,
     pub dir: PathBuf,
@@ -196,14 +202,17 @@ struct Running {
     kube_proxy: Process,
     coredns: Process,
     containerd: Process,
+    _api_relay: ApiRelay,
     proxy_healthz: u16,
-    _lock: UnixListener,
 }
 
 /// A real node: see the module documentation. Torn down on drop (the plane
 /// drops it before itself).
 pub struct Node {
     running: Mutex<Option<Running>>,
+    /// Released only once teardown is complete: the next node's baseline
+    /// must not see this one's traces, nor its cleanup remove the next one's.
+    lock: Mutex<Option<UnixListener>>,
     footprint: Footprint,
     bins: Binaries,
     socket: PathBuf,
@@ -234,9 +243,9 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let footprint = Footprint::capture(&dir);
         let socket = dir.join("containerd.sock");
-        let mut node = Node { running: Mutex::new(None), footprint, bins, socket, startup: Duration::ZERO, phases: Vec::new() };
+        let mut node = Node { running: Mutex::new(None), lock: Mutex::new(Some(lock)), footprint, bins, socket, startup: Duration::ZERO, phases: Vec::new() };
         // From here on, a failure tears down what was started (Drop).
-        let running = node.start_parts(&p, &pause[0].reference, &mut phases, t0, lock).await;
+        let running = node.start_parts(&p, &pause[0].reference, &mut phases, t0).await;
         match running {
             Ok(r) => {
                 *node.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
@@ -247,6 +256,7 @@ impl Node {
             }
         }
         node.wait_ready(&p.client, &mut phases, t0).await?;
+        publish_api_endpoint(&p.client).await?;
         node.startup = t0.elapsed();
         node.phases = phases;
         Ok(node)
@@ -258,13 +268,13 @@ impl Node {
         pause: &str,
         phases: &mut Vec<(&'static str, Duration)>,
         t0: Instant,
-        lock: UnixListener,
     ) -> Result<Running> {
         let dir = &self.footprint.dir;
         let [kubelet_port, kubelet_healthz, proxy_healthz, proxy_metrics] = distinct_free_ports()?;
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
         run("ip", &["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE])?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
+        let api_relay = ApiRelay::start(p.api_port)?;
 
         write(&dir.join("containerd.toml"), &containerd_config(dir, pause))?;
         std::fs::create_dir_all(dir.join("cni")).map_err(Error::io(dir.join("cni")))?;
@@ -321,7 +331,7 @@ impl Node {
             .cwd(dir)
             .die_with_parent();
         let kubelet = Process::spawn("kubelet", spec, dir.join("kubelet.log"))?;
-        Ok(Running { kubelet, kube_proxy, coredns, containerd, proxy_healthz, _lock: lock })
+        Ok(Running { kubelet, kube_proxy, coredns, containerd, _api_relay: api_relay, proxy_healthz })
     }
 
     /// Until the Node is Ready and the kubelet has dropped its not-ready taint.
@@ -528,6 +538,7 @@ impl Node {
             }
         }
         let _ = std::fs::remove_dir_all(dir);
+        drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 }
 
@@ -538,6 +549,88 @@ impl Drop for Node {
         }
         self.teardown();
     }
+}
+
+/// Pods reach the apiserver as in any cluster, through the `kubernetes`
+/// Service: its EndpointSlice (see [`publish_api_endpoint`]) names the
+/// node's address, where this relay hands the bytes to the apiserver, which
+/// listens on loopback only. TLS passes through untouched.
+struct ApiRelay {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The port the `kubernetes` Service's endpoint and the relay use.
+const API_RELAY_PORT: u16 = 443;
+
+impl ApiRelay {
+    fn start(api_port: u16) -> Result<ApiRelay> {
+        let what = || format!("listening on {NODE_IP}:{API_RELAY_PORT} for pods' apiserver traffic");
+        let listener = TcpListener::bind((NODE_IP, API_RELAY_PORT)).map_err(|e| Error::failed(what(), e))?;
+        listener.set_nonblocking(true).map_err(|e| Error::failed(what(), e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("dojo-api-relay".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((pod, _)) => {
+                            if let Ok(api) = TcpStream::connect(("127.0.0.1", api_port)) {
+                                relay(pod, api);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+            .map_err(|e| Error::failed(what(), e))?;
+        Ok(ApiRelay { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for ApiRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies both ways until either side closes.
+fn relay(a: TcpStream, b: TcpStream) {
+    let _ = a.set_nonblocking(false);
+    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else { return };
+    let (mut a, mut b) = (a, b);
+    let one_way = |from: &mut TcpStream, to: &mut TcpStream| {
+        let _ = std::io::copy(from, to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    };
+    let _ = std::thread::Builder::new().name("dojo-api-relay-up".into()).spawn(move || one_way(&mut a, &mut b));
+    let _ = std::thread::Builder::new().name("dojo-api-relay-down".into()).spawn(move || one_way(&mut b2, &mut a2));
+}
+
+/// The `kubernetes` Service's endpoint: the plane runs no endpoint
+/// reconciler (its apiserver is on loopback), so the node publishes the
+/// relay's address.
+async fn publish_api_endpoint(client: &kube::Client) -> Result<()> {
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "dojo-testenv"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": API_RELAY_PORT, "protocol": "TCP"}],
+    }))
+    .map_err(|e| Error::failed("building the kubernetes EndpointSlice", e))?;
+    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .create(&kube::api::PostParams::default(), &slice)
+        .await
+        .map_err(|e| Error::failed("publishing the apiserver's endpoint for pods", e))?;
+    Ok(())
 }
 
 async fn wait_for_lock() -> Result<UnixListener> {

@@ -85,6 +85,22 @@ async fn pod_from_the_project_image_runs_logs_and_exits_with_its_code() {
     .await;
 }
 
+/// In-cluster clients (the operator, the verifier Job) reach the apiserver
+/// through the `kubernetes` Service with their ServiceAccount token.
+#[tokio::test]
+async fn pod_reaches_the_apiserver_through_the_kubernetes_service() {
+    let Some((cp, images)) = node().await else { return };
+    let _logs = cp.logs_on_panic();
+    let ns = cp.new_namespace("node-api").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
+    let pod: Pod = obj(json!({"metadata": {"name": "in-cluster"}, "spec": pod_spec(&images.probe.reference, json!({"args": ["api"]}))}));
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let (_, state) = wait_finished(&pods, "in-cluster", WAIT).await.unwrap();
+    let logs = pods.logs("in-cluster", &LogParams::default()).await.unwrap();
+    assert_eq!(state.exit_code, 0, "{logs}");
+    assert_eq!(logs.trim(), format!("apiserver {} answered in-cluster", dojo_testenv::cache::KUBE_VERSION));
+}
+
 #[tokio::test]
 async fn job_pod_reports_through_its_termination_message() {
     let Some((cp, images)) = node().await else { return };

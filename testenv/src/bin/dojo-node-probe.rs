@@ -12,6 +12,18 @@ use dojo_testenv::rocketmq::probe_send_receive;
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("api") {
+        std::process::exit(match apiserver_version().await {
+            Ok(v) => {
+                println!("apiserver {v} answered in-cluster");
+                0
+            }
+            Err(e) => {
+                eprintln!("no answer from the apiserver in-cluster: {e}");
+                1
+            }
+        });
+    }
     let Ok(addr) = std::env::var("NAMESRV_ADDR") else {
         eprintln!("NAMESRV_ADDR is not set: the pod must name the name server (host:port)");
         std::process::exit(2);
@@ -30,4 +42,9 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+async fn apiserver_version() -> Result<String, kube::Error> {
+    let client = kube::Client::try_default().await?;
+    Ok(client.apiserver_version().await?.git_version)
 }
