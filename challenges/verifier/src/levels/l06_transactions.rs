@@ -365,7 +365,7 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, j: &Judged<'_>, exit: Option<String>
     ctx.judge(if phantoms.is_empty() {
         Check::pass("no-phantom", "no announcement for an order that was never committed", format!("all {} announcements are of committed orders", j.announced.len()))
     } else {
-        Check::fail("no-phantom", "no announcement for an order that was never committed", format!("{} orders were announced but never committed: billing and the warehouse act on orders that do not exist", phantoms.len()))
+        Check::fail("no-phantom", "no announcement for an order that was never committed", format!("{} announced but never committed: billing and the warehouse act on orders that do not exist", count(phantoms.len(), "order was", "orders were")))
             .with_evidence(phantoms.iter().map(|id| format!("{id}: {}", j.story(id))))
     });
 
@@ -380,11 +380,11 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, j: &Judged<'_>, exit: Option<String>
             (!settled).then(|| format!("{id}: {}", j.story(id)))
         })
         .collect();
-    let summary = j.crashes.iter().map(|c| format!("{} at {} ({})", c.in_doubt.len(), secs(c.at_ms, j.started_wall), c.in_doubt.join(", "))).collect::<Vec<_>>().join("; ");
+    let summary = j.crashes.iter().map(|c| format!("SIGKILL at {} {}: {}", secs(c.at_ms, j.started_wall), c.moment, c.in_doubt.join(", "))).collect::<Vec<_>>().join("; ");
     ctx.judge(if unsettled.is_empty() {
         Check::pass("doubt-settled", "orders left in doubt by a crash are settled by check-back in time", format!("every order in doubt was settled as its row says within {}s: {summary}", SETTLE_LIMIT.as_secs()))
     } else {
-        Check::fail("doubt-settled", "orders left in doubt by a crash are settled by check-back in time", format!("{} of {} orders left in doubt were not settled as their row says within {}s of the crash (announced iff the row exists)", unsettled.len(), in_doubt.len(), SETTLE_LIMIT.as_secs()))
+        Check::fail("doubt-settled", "orders left in doubt by a crash are settled by check-back in time", format!("{} of {} orders left in doubt {} not settled as their row says within {}s of the crash (announced if and only if the row exists)", unsettled.len(), in_doubt.len(), if unsettled.len() == 1 { "was" } else { "were" }, SETTLE_LIMIT.as_secs()))
             .with_evidence(unsettled)
     });
 
@@ -393,7 +393,7 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, j: &Judged<'_>, exit: Option<String>
     ctx.judge(if lost.is_empty() {
         Check::pass("orders-created", "every order is created unless its write failed or a crash hit it", format!("{} of {} orders created; the rest failed by the world or in doubt", rows.len(), j.answers.len()))
     } else {
-        Check::fail("orders-created", "every order is created unless its write failed or a crash hit it", format!("{} orders were never created though the orders table would have taken them", lost.len()))
+        Check::fail("orders-created", "every order is created unless its write failed or a crash hit it", format!("{} never created though the orders table would have taken it", count(lost.len(), "order was", "orders were")))
             .with_evidence(lost.iter().map(|id| format!("{id}: {}", j.story(id))))
     });
 
@@ -401,6 +401,11 @@ fn judge<P: Platform>(ctx: &mut Ctx<'_, P>, j: &Judged<'_>, exit: Option<String>
         None => Check::pass("service-running", "the order service keeps running", format!("{INSTANCE} was running at the end")),
         Some(status) => Check::fail("service-running", "the order service keeps running", format!("{INSTANCE} exited by itself ({status})")).with_evidence(tail.lines().map(String::from)),
     });
+}
+
+/// `1 order was` / `3 orders were`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn failed_by_world(history: &History, id: &str) -> bool {
