@@ -46,7 +46,7 @@ pub const LEVELS: [LevelInfo; 12] = [
     level(3, "Idempotency", 3, "dedup table, distributed lock", true, false),
     level(4, "Performance", 3, "consumer concurrency, batching", true, false),
     level(5, "Ordered messages", 4, "queue selection, orderly consumption", true, true),
-    level(6, "Transactional messages", 5, "half message, local tx, check-back", false, true),
+    level(6, "Transactional messages", 5, "half message, local tx, check-back", true, true),
     level(7, "Delay messages", 4, "delay levels / timer, cancel on pay", false, false),
     level(8, "Filtering and tags", 3, "tags, SQL92, properties, subscriptions", false, false),
     level(9, "Dead letters and retry", 4, "max reconsume, DLQ, redrive", false, false),
