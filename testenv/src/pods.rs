@@ -133,6 +133,7 @@ pub async fn create_rocketmq(client: &kube::Client, ns: &str, image: &str) -> Re
         "command": ["sh", "mqnamesrv"],
         "env": [java_opts.clone()],
         "readinessProbe": {"tcpSocket": {"port": NAMESRV_PORT}, "periodSeconds": 1},
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "768Mi"}},
     }));
     namesrv_pod["restartPolicy"] = json!("Always");
     let start = format!(
@@ -142,6 +143,7 @@ pub async fn create_rocketmq(client: &kube::Client, ns: &str, image: &str) -> Re
         "command": ["sh", "-c", start],
         "env": [java_opts, {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "readinessProbe": {"tcpSocket": {"port": BROKER_PORT}, "periodSeconds": 1},
+        "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}},
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/rocketmq-dojo"},
             {"name": "conf", "mountPath": "/home/rocketmq/conf"},
