@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use dojo_crds::Challenge;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 /// Pods per level-3 Challenge: name server, broker, workload, verifier.
@@ -89,7 +89,16 @@ async fn main() {
                 .take(5)
                 .map(|c| format!("{}: {}", c.metadata.name.clone().unwrap_or_default(), serde_json::to_string(&c.status).unwrap()))
                 .collect();
-            panic!("only {running}/{n} Challenges Running after {timeout:?}; e.g.\n{}\noperator log: {}", stuck.join("\n"), op.log_tail());
+            let pods = Api::<Pod>::namespaced(cp.client(), &ns).list(&ListParams::default()).await.unwrap().items;
+            let unready = pods.iter().filter(|p| p.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Running")) && !pod_ready(p)).count();
+            panic!(
+                "only {running}/{n} Challenges Running after {timeout:?}; {unready} of {} pods are Running but not Ready \
+                 (kube-controller-manager marks a node's pods NotReady when its heartbeats are more than \
+                 --node-monitor-grace-period late, and kwok readies a pod only once); e.g.\n{}\noperator log: {}",
+                pods.len(),
+                stuck.join("\n"),
+                op.log_tail()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -122,6 +131,10 @@ async fn main() {
 
 fn node_ready(node: &Node) -> bool {
     node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// `field` (VmRSS, VmHWM) of /proc/<pid>/status in KiB.

@@ -154,13 +154,16 @@ where
 }
 
 /// Events of a kind whose status the reconciles judge, kept in `writer`'s
-/// store (without managedFields, the bulk of a small object), which
-/// `reconcile::observe` reads instead of asking the API server.
+/// store, which `reconcile::observe` reads instead of asking the API
+/// server. Only what it reads is kept: no managedFields, no pod templates.
 fn cached<K>(client: &Client, opts: &Options, applied: &Arc<AppliedCache>, writer: Writer<K>, reapply: bool) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + reconcile::Trim + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let events = watcher(scoped::<K>(client, &opts.namespace), mine()).default_backoff().modify(|o: &mut K| o.managed_fields_mut().clear());
+    let events = watcher(scoped::<K>(client, &opts.namespace), mine()).default_backoff().modify(|o: &mut K| {
+        o.managed_fields_mut().clear();
+        o.trim();
+    });
     forgetting(events, applied.clone(), reapply).reflect(writer).touched_objects()
 }
 

@@ -64,6 +64,32 @@ impl Cache {
     }
 }
 
+/// Drops what `observe` never reads from a cached object: the pod
+/// templates and pod specs are most of their size.
+pub trait Trim {
+    fn trim(&mut self);
+}
+
+macro_rules! trim_pod_template {
+    ($($kind:ty),*) => {$(
+        impl Trim for $kind {
+            fn trim(&mut self) {
+                if let Some(spec) = self.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            }
+        }
+    )*};
+}
+
+trim_pod_template!(StatefulSet, Deployment, Job);
+
+impl Trim for Pod {
+    fn trim(&mut self) {
+        self.spec = None;
+    }
+}
+
 fn cached<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>> {
     store.get(&ObjectRef::new(name).within(ns))
 }
