@@ -49,13 +49,18 @@ rocketmq() {
   step rocketmq "done in $((SECONDS - t0))s ($(du -sh "$dir" | cut -f1))"
 }
 
+# Stamps the release into every Kubernetes binary (else /version says v0.0.0).
+kube_ldflags() {
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+}
+
 kube() {
   local dir=$cache/kube-$KUBE_VERSION
   if [[ -f $dir/.done ]]; then step kube "cached ($dir)"; return; fi
   need go kube "install Go 1.24+ (Debian: apt-get install golang)"
   step kube "building kube-apiserver, controller-manager, scheduler, kubectl $KUBE_VERSION (cold: about 7 minutes on 2 cores)"
-  local t0=$SECONDS minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  local t0=$SECONDS ld; ld=$(kube_ldflags)
   mkdir -p "$dir/bin"
   (cd "$here/kube" && run kube "$dir/../kube-build.log" go build -trimpath -ldflags "$ld" -o "$dir/bin/" ./cmd/...)
   echo "$((SECONDS - t0))" > "$dir/.done"
@@ -159,8 +164,7 @@ node() {
   if [[ -f $dir/.done ]]; then step node "cached ($dir)"; else
     need go node "install Go 1.24+"
     step node "building kubelet, kube-proxy $KUBE_VERSION and pause (cold: a few minutes after kube)"
-    local t0=$SECONDS minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-    local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+    local t0=$SECONDS ld; ld=$(kube_ldflags)
     mkdir -p "$dir/bin"
     (cd "$here/kube" && run node "$dir/../node-build.log" go build -trimpath -ldflags "$ld" -o "$dir/bin/" ./node/...)
     (cd "$here/pause" && run node "$dir/../node-build.log" env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/bin/pause" .)
