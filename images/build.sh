@@ -195,6 +195,9 @@ if [[ ${1:-} == --import ]]; then import_to=$2; shift 2; fi
 need umoci "apt-get install umoci"
 need skopeo "apt-get install skopeo"
 ensure_layout
+# One build at a time per cache: builds share the OCI layout and its tags.
+exec 9>"$store/.lock"
+flock 9
 for arg in "$@"; do
   name=${arg%%=*}
   if [[ $arg == *=* ]]; then source_path=${arg#*=}; else source_path=$(default_source "$name"); fi
