@@ -59,7 +59,6 @@ context_name() {
 }
 
 ensure_layout() {
-  mkdir -p "$store"
   [[ -f $layout/index.json ]] || umoci init --layout "$layout"
 }
 
@@ -194,10 +193,11 @@ if [[ ${1:-} == --import ]]; then import_to=$2; shift 2; fi
 [[ $# -gt 0 ]] || fail usage "name the images: pause rocketmq workload-base operator verifier workload=PATH"
 need umoci "apt-get install umoci"
 need skopeo "apt-get install skopeo"
-ensure_layout
 # One build at a time per cache: builds share the OCI layout and its tags.
+mkdir -p "$store"
 exec 9>"$store/.lock"
 flock 9
+ensure_layout
 for arg in "$@"; do
   name=${arg%%=*}
   if [[ $arg == *=* ]]; then source_path=${arg#*=}; else source_path=$(default_source "$name"); fi
