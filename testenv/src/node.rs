@@ -507,7 +507,7 @@ impl Node {
         // iptables (nft) creates its tables on first use and never removes them.
         for table in nft_tables().difference(&self.footprint.tables) {
             let words: Vec<&str> = table.split(' ').collect();
-            if nft_table_is_empty(&table) {
+            if nft_table_is_empty(table) {
                 let mut args = vec!["delete", "table"];
                 args.extend(&words);
                 let _ = capture("nft", &args);

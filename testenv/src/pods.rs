@@ -136,9 +136,7 @@ pub async fn create_rocketmq(client: &kube::Client, ns: &str, image: &str) -> Re
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "768Mi"}},
     }));
     namesrv_pod["restartPolicy"] = json!("Always");
-    let start = format!(
-        "set -e; ordinal=${{HOSTNAME##*-}}; sed \"s/@POD_IP@/$POD_IP/\" /etc/rocketmq-dojo/broker-$ordinal.conf > /home/rocketmq/conf/broker.conf; exec sh mqbroker -c /home/rocketmq/conf/broker.conf"
-    );
+    let start = "set -e; ordinal=${HOSTNAME##*-}; sed \"s/@POD_IP@/$POD_IP/\" /etc/rocketmq-dojo/broker-$ordinal.conf > /home/rocketmq/conf/broker.conf; exec sh mqbroker -c /home/rocketmq/conf/broker.conf";
     let mut broker_pod = pod_spec(image, json!({
         "command": ["sh", "-c", start],
         "env": [java_opts, {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
