@@ -30,10 +30,3 @@ async fn level_05_near_miss_hash_on_event_key_fails() {
     let r = play(5, Variant::NearMiss("hash-on-event-key".into())).await;
     assert_fails_with(&r, &["legal-transitions"]);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn level_05_near_miss_without_redelivery_guard_fails_after_the_kill() {
-    let r = play(5, Variant::NearMiss("orderly-without-redelivery-guard".into())).await;
-    assert_fails_with(&r, &["legal-transitions"]);
-    assert!(r.figures.iter().any(|f| f.name == "illegal: kill and restart" && f.value > 0.0), "the illegal transitions come with the kill: {}", r.render_table());
-}
