@@ -302,14 +302,14 @@ impl Prometheus {
 /// runs). Cargo hands a binary's path only to its own crate's tests, so
 /// this asks Cargo for it.
 ///
-/// Built together with `dojo-testenv`, with the features the operator's own
-/// tests build it with: on its own (`-p dojo-operator` alone) no rustls
-/// crypto provider is enabled and the binary panics at its first TLS
-/// connection.
+/// Built on its own (`-p dojo-operator`), as a platform team builds it: no
+/// other crate of the workspace lends it a feature (its rustls crypto
+/// provider among them), so a binary that only works inside a bigger build
+/// fails here.
 pub fn operator_binary(dir: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo()).args(["build", "-q", "-p", "dojo-operator", "-p", "dojo-testenv", "--bin", "dojo-operator", "--message-format=json"]);
+    cmd.current_dir(repo()).args(["build", "-q", "-p", "dojo-operator", "--bin", "dojo-operator", "--message-format=json"]);
     let out = run(cmd).map_err(|e| Error::OperatorBuild(e.to_string()))?;
     let built = out
         .lines()
