@@ -24,7 +24,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::build::{Objects, build};
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{ComponentReady, Metrics};
 use crate::status::{self, Decision, JobObservation, Observation, VerifierPod, Waiting};
 use crate::validate::{ATTEMPT_LABEL, CHALLENGE_LABEL, COMPONENT_LABEL, MANAGER, ValidChallenge, validate};
 
@@ -195,12 +195,13 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
         ctx.applied.record(key, this);
     }
     status::set_condition(&mut status.conditions, "Provisioned", true, "Applied", "every object of the Challenge is applied".into(), generation, now);
+    ctx.cache.ready().await?;
+    ctx.metrics.set_components(&v.namespace, &v.name, v.level.number, components(&ctx.cache, &v));
 
     if status.phase.is_final() {
         finish(ctx, ch, &prev, &status, None).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    ctx.cache.ready().await?;
     let obs = observe(&ctx.cache, &v);
     let decision = status::decide(&status, &v, &obs, now, ctx.report_grace);
     if decision.create_job {
@@ -379,6 +380,19 @@ fn waiting_of(pod: &Pod) -> Option<Waiting> {
     })
 }
 
+fn ready_replicas(cache: &Cache, ns: &str, name: &str) -> i32 {
+    cached(&cache.statefulsets, ns, name).and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0)
+}
+
+/// Each StatefulSet's readiness for `dojo_component_ready`: unlike
+/// `observe`'s, also while the verifier's faults take them down.
+fn components(cache: &Cache, v: &ValidChallenge) -> Vec<ComponentReady> {
+    let ready = |name: &str| ready_replicas(cache, &v.namespace, name) >= 1;
+    let namesrv = ComponentReady { component: "namesrv", zone: String::new(), ready: ready(&v.object_name("namesrv")) };
+    let brokers = v.broker_sets().into_iter().enumerate().map(|(i, name)| ComponentReady { component: "broker", zone: v.zones.get(i).cloned().unwrap_or_default(), ready: ready(&name) });
+    std::iter::once(namesrv).chain(brokers).collect()
+}
+
 fn observe(cache: &Cache, v: &ValidChallenge) -> Observation {
     let ns = v.namespace.as_str();
     if let Some(job) = cached(&cache.jobs, ns, &v.verifier_job_name()) {
@@ -387,9 +401,8 @@ fn observe(cache: &Cache, v: &ValidChallenge) -> Observation {
         let job = Some(observe_job(cache, v, &job));
         return Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() };
     }
-    let ready_replicas = |name: &str| cached(&cache.statefulsets, ns, name).and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0);
-    let namesrv_ready = ready_replicas(&v.object_name("namesrv")) >= 1;
-    let brokers_ready = v.broker_sets().iter().map(|name| ready_replicas(name)).sum();
+    let namesrv_ready = ready_replicas(cache, ns, &v.object_name("namesrv")) >= 1;
+    let brokers_ready = v.broker_sets().iter().map(|name| ready_replicas(cache, ns, name)).sum();
     let workload_ready = cached(&cache.deployments, ns, &v.object_name("workload")).is_some_and(|d| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let st = d.status.clone().unwrap_or_default();

@@ -163,6 +163,17 @@ fn passing_report(level: u8) -> String {
         .to_bounded_json(TERMINATION_MESSAGE_LIMIT)
 }
 
+/// A game day's report: the figures the game-day dashboard shows, and a
+/// check the verifier could not judge (so the attempt ends in Error).
+fn game_day_report() -> String {
+    use dojo_report::{Check, Figure, Report, TERMINATION_MESSAGE_LIMIT, Verdict};
+    let checks = vec![Check::new("zone-failover", "the group fails over within the RTO", Verdict::Error, "the name server did not answer after zone-b came back")];
+    let figure = |name: &str, value, unit: &str| Figure { name: name.into(), value, unit: unit.into() };
+    let figures = vec![figure("RTO", 42.0, "s"), figure("lost", 0.0, "messages"), figure("duplicated", 3.0, "messages")];
+    Report { level: 12, slug: "chart-test".into(), verdict: Report::overall(&checks), checks, figures, series: vec![], started_at_ms: 0, duration_ms: 1000, artefacts: None }
+        .to_bounded_json(TERMINATION_MESSAGE_LIMIT)
+}
+
 fn rules_of(path: &Path) -> serde_json::Value {
     let file: serde_json::Value = serde_yaml::from_str(&read(path).unwrap()).unwrap();
     file["rules"].clone()
@@ -206,13 +217,13 @@ async fn helm_install_then_the_operator_runs_challenges_as_the_charts_service_ac
     .await;
 
     // A level reaches Running on kwok and passes; a game-day level runs and
-    // ends in Error (its verifier's report is unreadable).
+    // ends in Error (its verifier measured the failover but could not judge it).
     apply_sample(cp, &tenant, 1, "learner").await;
     apply_sample(cp, &tenant, 12, "gameday").await;
     wait_challenge(cp, &tenant, "learner", "phase reaches Running", running).await;
     wait_challenge(cp, &tenant, "gameday", "phase reaches Running", running).await;
     finish_verifier(cp, &tenant, "learner-verifier-1", &passing_report(1)).await;
-    finish_verifier(cp, &tenant, "gameday-verifier-1", "this is not a report").await;
+    finish_verifier(cp, &tenant, "gameday-verifier-1", &game_day_report()).await;
     wait_challenge(cp, &tenant, "learner", "phase Passed", |c| c.phase() == Phase::Passed).await;
     wait_challenge(cp, &tenant, "gameday", "phase Error", |c| c.phase() == Phase::Error).await;
 
@@ -257,11 +268,11 @@ async fn helm_install_then_the_operator_runs_challenges_as_the_charts_service_ac
     .await;
     eprintln!("{}", answered.join("\n"));
 
-    // What the learner dashboard says of this run: one attempt per level,
-    // level 1 passed both its checks, level 12 ended in Error (labels in
-    // Prometheus's order, by name).
-    let panel = |title: &str| {
-        let q = queries.iter().find(|q| q.source.starts_with(&format!("learner-progress.json: panel {title:?} A"))).unwrap_or_else(|| panic!("no panel {title:?}"));
+    // What the dashboards say of this run: one attempt per level, level 1
+    // passed both its checks, level 12 ended in Error with its figures, every
+    // broker is up (labels in Prometheus's order, by name).
+    let panel = |dashboard: &str, title: &str| {
+        let q = queries.iter().find(|q| q.source.starts_with(&format!("{dashboard}.json: panel {title:?} A"))).unwrap_or_else(|| panic!("no panel {title:?} in {dashboard}"));
         let prom = &prom;
         async move {
             let mut values: Vec<(String, String)> = prom
@@ -279,11 +290,21 @@ async fn helm_install_then_the_operator_runs_challenges_as_the_charts_service_ac
         }
     };
     let pair = |l: &str, v: &str| (l.to_string(), v.to_string());
-    assert_eq!(panel("Challenges by level and phase").await, [pair("1 Passed", "1"), pair("12 Error", "1")]);
-    assert_eq!(panel("Attempts started by level").await, [pair("1", "1"), pair("12", "1")]);
-    assert_eq!(panel("Attempt results by level").await, [pair("1 Passed", "1"), pair("12 Error", "1")]);
-    assert_eq!(panel("Checks passed and failed by check id").await, [pair("no-duplicates 1 pass", "1"), pair("no-loss 1 pass", "1")]);
-    assert_eq!(panel("Pass rate").await, [pair("", "0.5")]);
+    let learner = "learner-progress";
+    assert_eq!(panel(learner, "Challenges by level and phase").await, [pair("1 Passed", "1"), pair("12 Error", "1")]);
+    assert_eq!(panel(learner, "Attempts started by level").await, [pair("1", "1"), pair("12", "1")]);
+    assert_eq!(panel(learner, "Attempt results by level").await, [pair("1 Passed", "1"), pair("12 Error", "1")]);
+    assert_eq!(
+        panel(learner, "Checks passed and failed by check id").await,
+        [pair("no-duplicates 1 pass", "1"), pair("no-loss 1 pass", "1"), pair("zone-failover 12 error", "1")]
+    );
+    assert_eq!(panel(learner, "Pass rate").await, [pair("", "0.5")]);
+    let gameday = format!("gameday {tenant}");
+    assert_eq!(panel("game-day", "RTO by Challenge").await, [pair(&gameday, "42")]);
+    assert_eq!(panel("game-day", "Lost messages by Challenge").await, [pair(&gameday, "0")]);
+    assert_eq!(panel("game-day", "Duplicated messages by Challenge").await, [pair(&gameday, "3")]);
+    let zone = |z: &str| pair(&format!("gameday {tenant} {z}"), "1");
+    assert_eq!(panel("game-day", "Brokers up or down by zone").await, [zone("zone-a"), zone("zone-b"), zone("zone-c"), pair(&format!("learner {tenant}"), "1")]);
     // Prometheus evaluates the rules itself: every one is healthy.
     let groups = prom.rule_groups().await.unwrap();
     let rules: Vec<&serde_json::Value> = groups.iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
