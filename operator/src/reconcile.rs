@@ -438,3 +438,28 @@ fn observe_job(cache: &Cache, v: &ValidChallenge, job: &Job) -> JobObservation {
     });
     JobObservation { name: job.name_any(), failed, pod }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::tests::challenge;
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use kube::runtime::{reflector, watcher};
+
+    #[test]
+    fn components_name_each_brokers_zone_and_see_it_down() {
+        let v = validate(&challenge(12), 1).unwrap();
+        let (statefulsets, mut writer) = reflector::store();
+        for (name, ready) in [("orders-namesrv", 1), ("orders-broker-0", 1), ("orders-broker-1", 0)] {
+            let mut sts = StatefulSet { status: Some(StatefulSetStatus { ready_replicas: Some(ready), ..Default::default() }), ..Default::default() };
+            sts.metadata.name = Some(name.into());
+            sts.metadata.namespace = Some("team-a".into());
+            writer.apply_watcher_event(&watcher::Event::Apply(sts));
+        }
+        let cache = Cache { statefulsets, deployments: reflector::store().0, jobs: reflector::store().0, pods: reflector::store().0 };
+        let seen: Vec<(&str, String, bool)> = components(&cache, &v).into_iter().map(|c| (c.component, c.zone, c.ready)).collect();
+        let c = |component, zone: &str, ready| (component, zone.to_string(), ready);
+        // broker-2 has no StatefulSet yet: down too.
+        assert_eq!(seen, [c("namesrv", "", true), c("broker", "zone-a", true), c("broker", "zone-b", false), c("broker", "zone-c", false)]);
+    }
+}
