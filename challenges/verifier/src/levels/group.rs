@@ -1,6 +1,10 @@
-//! Consumer instances of a level's workload joining their group.
+//! Consumer instances of a level's workload: joining their group, and the
+//! moment to crash one mid-batch.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+use dojo_world::{History, WorldHandle};
 
 use super::Ctx;
 use crate::broker;
@@ -29,4 +33,22 @@ pub async fn start_and_join<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, g
     }
     let tail = ctx.platform.workload_log_tail(instance, 15);
     Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} did not join group {group} within 30s: {last}")).with_evidence(tail.lines().map(String::from)))
+}
+
+/// Lets `work` (a wave being sent) run while watching the world's record
+/// until `busy` holds or `limit` passes: the moment to crash a consumer
+/// mid-batch. Returns `work`'s output if it finished meanwhile.
+pub async fn until_busy<T>(world: &WorldHandle, mut work: Pin<&mut impl Future<Output = T>>, busy: impl Fn(&History) -> bool, limit: Duration) -> Option<T> {
+    let start = Instant::now();
+    let mut done = None;
+    loop {
+        tokio::select! {
+            r = &mut work, if done.is_none() => done = Some(r),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                if busy(&world.history()) || start.elapsed() > limit {
+                    return done;
+                }
+            }
+        }
+    }
 }

@@ -118,22 +118,10 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let (killed_at, kill, committed, send_result) = {
     let send3 = send_wave(&producer, &queues, &mut sent3, 2 * WAVE..WAVES * WAVE);
     let mut send3 = std::pin::pin!(send3);
-    let mut send_result = None;
-    let watch_start = Instant::now();
-    // Watch the world while the wave goes out; kill once the first instance
-    // has debited enough of it (it is then busy, with debits in flight).
-    loop {
-        tokio::select! {
-            r = &mut send3, if send_result.is_none() => send_result = Some(r),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                let h = ctx.world.history();
-                let by_first = h.per_order(Kind::Debit).iter().filter(|(o, d)| wave3.iter().any(|w| w == *o) && d.iter().any(|e| e.instance == FIRST)).count();
-                if by_first >= KILL_AFTER || watch_start.elapsed() > Duration::from_secs(20) {
-                    break;
-                }
-            }
-        }
-    }
+    // Kill once the first instance has debited enough of the wave: it is
+    // then busy, with debits in flight.
+    let busy = |h: &dojo_world::History| h.per_order(Kind::Debit).iter().filter(|(o, d)| wave3.iter().any(|w| w == *o) && d.iter().any(|e| e.instance == FIRST)).count() >= KILL_AFTER;
+    let send_result = group::until_busy(ctx.world, send3.as_mut(), busy, Duration::from_secs(20)).await;
     let killed_at = now_ms();
     let kill = ctx.platform.kill_workload(FIRST).await;
     // What the broker had committed when the instance died: above it, what

@@ -100,21 +100,9 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let restart_ms = now_ms();
     let wave3 = post_wave(&http, &addr, 2 * WAVE..3 * WAVE);
     let mut wave3 = std::pin::pin!(wave3);
-    let mut posted = None;
-    let watch = Instant::now();
     // Kill once the second instance is busy with this wave.
-    loop {
-        tokio::select! {
-            r = &mut wave3, if posted.is_none() => posted = Some(r),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                let h = ctx.world.history();
-                let by_second = h.of_kind(Kind::OrderStatus).chain(h.of_kind(Kind::OrderCreate)).filter(|e| e.instance == SECOND && e.wall_ms >= restart_ms).count();
-                if by_second >= KILL_AFTER || watch.elapsed() > Duration::from_secs(20) {
-                    break;
-                }
-            }
-        }
-    }
+    let busy = |h: &History| h.of_kind(Kind::OrderStatus).chain(h.of_kind(Kind::OrderCreate)).filter(|e| e.instance == SECOND && e.wall_ms >= restart_ms).count() >= KILL_AFTER;
+    let posted = group::until_busy(ctx.world, wave3.as_mut(), busy, Duration::from_secs(20)).await;
     let killed_ms = now_ms();
     if let Err(e) = ctx.platform.kill_workload(SECOND).await {
         return ctx.judge(Check::error("consumer-killed", "the verifier kills a consumer mid-wave", e.to_string()));
