@@ -13,6 +13,8 @@ pub struct Level {
     pub brokers: u8,
     /// The workload gets `OTEL_EXPORTER_OTLP_ENDPOINT` (the trace level).
     pub otlp: bool,
+    /// `broker.conf` settings the level's scenario relies on, locally and in a cluster.
+    pub broker_settings: &'static [(&'static str, &'static str)],
 }
 
 pub const FIRST: u8 = 1;
@@ -27,8 +29,20 @@ pub const MIN_RUN_SECONDS: u32 = 10;
 pub const DEFAULT_ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 const fn level(number: u8, slug: &'static str, run_seconds: u32) -> Level {
-    Level { number, slug, run_seconds, brokers: if number == 12 { 3 } else { 1 }, otlp: number == 10 }
+    Level { number, slug, run_seconds, brokers: if number == 12 { 3 } else { 1 }, otlp: number == 10, broker_settings: &[] }
 }
+
+impl Level {
+    const fn with_broker_settings(self, broker_settings: &'static [(&'static str, &'static str)]) -> Level {
+        Level { broker_settings, ..self }
+    }
+}
+
+/// Level 6: the broker asks about a half message once it is 4 s old, every
+/// second after that (defaults: 6 s, then every 30 s), and writes its record
+/// of committed and rolled-back ones within 200 ms (default 3 s, after which
+/// it would ask about transactions already settled).
+const TRANSACTION_CHECKS: [(&str, &str); 3] = [("transactionTimeOut", "4000"), ("transactionCheckInterval", "1000"), ("transactionOpBatchInterval", "200")];
 
 pub const LEVELS: [Level; 12] = [
     level(1, "producer-lifecycle", 60),
@@ -36,7 +50,7 @@ pub const LEVELS: [Level; 12] = [
     level(3, "idempotency", 90),
     level(4, "backlog", 120),
     level(5, "ordered", 90),
-    level(6, "transactions", 90),
+    level(6, "transactions", 90).with_broker_settings(&TRANSACTION_CHECKS),
     level(7, "delay-cancel", 90),
     level(8, "filtering", 60),
     level(9, "dead-letters", 90),

@@ -150,6 +150,7 @@ pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
         ("diskMaxUsedSpaceRatio".into(), "95".into()),
         ("flushDiskType".into(), "ASYNC_FLUSH".into()),
     ];
+    lines.extend(v.level.broker_settings.iter().map(|(k, val)| (k.to_string(), val.to_string())));
     if v.level.brokers == 3 {
         let service = v.object_name("broker");
         let peers: Vec<String> =
@@ -614,6 +615,13 @@ mod tests {
         let faults: Value = serde_json::from_str(&env["DOJO_FAULTS"]).unwrap();
         assert_eq!(faults[1]["zone"], "zone-b");
         assert_eq!(faults[0]["component"], "broker-leader");
+    }
+
+    #[test]
+    fn broker_conf_carries_the_level_settings_the_scenario_relies_on() {
+        let six = broker_conf(&valid(6), 0);
+        assert!(six.contains("transactionCheckInterval=1000\n") && six.contains("transactionTimeOut=4000\n"), "{six}");
+        assert!(!broker_conf(&valid(1), 0).contains("transactionCheckInterval"));
     }
 
     #[test]

@@ -54,13 +54,6 @@ fn world_config(level: &LevelInfo) -> WorldConfig {
     }
 }
 
-/// Broker settings level `level` adds to the test environment's.
-fn broker_settings(level: &LevelInfo) -> &'static [(&'static str, &'static str)] {
-    match level.number {
-        6 => &levels::l06_transactions::BROKER_SETTINGS,
-        _ => &[],
-    }
-}
 
 /// Plays `level` with the workload in `workload_dir`; artefacts go to a new
 /// folder under `runs_dir`. An `Err` means the run could not happen at all;
@@ -82,7 +75,7 @@ pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progr
     progress.phase(&format!("built in {:.1}s", built.took.as_secs_f64()));
 
     progress.phase("starting RocketMQ (name server + broker) and the world");
-    let (mq, world) = tokio::join!(broker_settings(level).iter().fold(RocketMq::builder().dir(run_dir.join("rocketmq")), |b, (k, v)| b.broker_setting(k, v)).start(), World::start(SocketAddr::from(([127, 0, 0, 1], 0)), world_config(level)));
+    let (mq, world) = tokio::join!(level.facts.broker_settings.iter().fold(RocketMq::builder().dir(run_dir.join("rocketmq")), |b, (k, v)| b.broker_setting(k, v)).start(), World::start(SocketAddr::from(([127, 0, 0, 1], 0)), world_config(level)));
     let (mq, world) = (mq?, world?);
     let clients = Clients::new("verifier", mq.namesrv_addr()).map_err(dojo_testenv::Error::from)?;
     let mut platform = LocalPlatform::new(mq, built.binary, level.number, world.url(), run_dir.clone(), level.serves_http);

@@ -41,10 +41,6 @@ const CRASH_AFTER_ROW: usize = 10;
 /// has no row behind it).
 const CRASH_DURING_FAILED_WRITE: usize = 29;
 const RESTART_AFTER: Duration = Duration::from_secs(1);
-/// The broker asks about a half message once it is this old, every second
-/// after that; its record of committed and rolled-back ones is written
-/// within 200 ms, well before it would ask about them.
-pub const BROKER_SETTINGS: [(&str, &str); 3] = [("transactionTimeOut", "4000"), ("transactionCheckInterval", "1000"), ("transactionOpBatchInterval", "200")];
 /// The level's time for settling an order left in doubt: the broker's first
 /// check-back comes 4-6 s after the half message.
 const SETTLE_LIMIT: Duration = Duration::from_secs(15);
