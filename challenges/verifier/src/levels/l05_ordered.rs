@@ -29,6 +29,9 @@ pub const STATUSES: [&str; 4] = ["CREATED", "PAID", "SHIPPED", "DONE"];
 const WAVE: usize = 120;
 /// Orders in flight at once; each order's events go one after the other.
 const IN_FLIGHT: usize = 16;
+/// Tries per event: a send can time out on a loaded broker, and a caller
+/// answered 503 tries again.
+const ATTEMPTS: usize = 3;
 /// The kill comes once the second instance has applied this many events of
 /// the last wave: it is then busy, with offsets it has not confirmed.
 const KILL_AFTER: usize = 40;
@@ -153,17 +156,24 @@ async fn start<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, members: usize
 
 /// Posts every event of orders `range`, each order's four in order (the
 /// next only once the previous was accepted), `IN_FLIGHT` orders at once.
-/// Returns the events the service did not accept.
+/// Like any caller, it tries a refused event again (`ATTEMPTS` in all).
+/// Returns the events the service never accepted, with its last answer.
 async fn post_wave(http: &reqwest::Client, addr: &str, range: std::ops::Range<usize>) -> Vec<String> {
     futures::stream::iter(range)
         .map(|i| async move {
             let id = order_id(i);
             for status in STATUSES {
                 let body = serde_json::json!({ "order_id": id, "status": status, "customer": format!("customer-{:02}", i % 23), "amount": 500 + (i as i64 * 37) % 5000 });
-                match http.post(format!("http://{addr}/events")).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => return Some(format!("{id} {status}: answered {}", r.status().as_u16())),
-                    Err(e) => return Some(format!("{id} {status}: {e}")),
+                for attempt in 1..=ATTEMPTS {
+                    let last = match http.post(format!("http://{addr}/events")).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => break,
+                        Ok(r) => format!("answered {}: {}", r.status().as_u16(), r.text().await.unwrap_or_default()),
+                        Err(e) => e.to_string(),
+                    };
+                    if attempt == ATTEMPTS {
+                        return Some(format!("{id} {status}: {ATTEMPTS} attempts, the last {last}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
             None
