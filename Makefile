@@ -62,8 +62,7 @@ chart-sync:
 ## IMPORT=<containerd socket> also imports them into that containerd (namespace k8s.io).
 images: deps
 	$(CARGO) build --workspace --bins
-	images/build.sh $(if $(IMPORT),--import $(IMPORT)) pause rocketmq workload-base operator \
-	  $$(test -x $${CARGO_TARGET_DIR:-target}/debug/dojo-verifier && echo verifier)
+	images/build.sh $(if $(IMPORT),--import $(IMPORT)) pause rocketmq workload-base operator verifier
 
 ## The real node's figures: bootstrap, start, image builds, pod start latency, broker in pods vs local (root).
 bench-node: deps
