@@ -39,7 +39,7 @@ fn missing_java_names_the_step_and_what_to_install() {
 
 #[test]
 fn missing_go_names_the_step_and_what_to_install() {
-    for step in ["kube", "etcd", "kwok"] {
+    for step in ["kube", "etcd", "kwok", "helm"] {
         let (ok, out) = run_deps(step);
         assert!(!ok, "must fail without go: {out}");
         assert!(out.contains(&format!("FAILED step {step}")) && out.contains("'go' not found") && out.contains("Go 1.24"), "{out}");
@@ -50,7 +50,7 @@ fn missing_go_names_the_step_and_what_to_install() {
 fn unknown_step_lists_the_known_ones() {
     let (ok, out) = run_deps("kafka");
     assert!(!ok);
-    assert!(out.contains("unknown target 'kafka'") && out.contains("rocketmq, kube, etcd, kwok, all"), "{out}");
+    assert!(out.contains("unknown target 'kafka'") && out.contains("rocketmq, kube, etcd, kwok, helm, prometheus, node, all"), "{out}");
 }
 
 #[test]
