@@ -1,5 +1,5 @@
 # Every entry point of RocketMQ Dojo. `make play` and `make test` do all the
-# set-up themselves (through `make deps`) on a fresh machine.
+# set-up themselves (through the bootstrap, testenv/bootstrap/deps.sh) on a fresh machine.
 
 CARGO ?= cargo
 # Two cores here: two test binaries at a time, each test starting real servers.
@@ -16,14 +16,15 @@ build:
 
 ## Play level 1 with its starter: builds it, runs it against a local RocketMQ, prints the verdict.
 ## A FAIL verdict is the expected outcome for a starter; only a run that could not happen fails make.
+## Local play needs only the RocketMQ jars, not the Kubernetes tools.
 LEVEL ?= 1
-play: deps
+play:
+	@testenv/bootstrap/deps.sh rocketmq
 	@$(CARGO) run -q -p dojo -- play $(LEVEL); status=$$?; [ $$status -le 1 ]
 
-## Every test, against real servers.
-test: deps
-	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace --no-fail-fast -- --test-threads=$(TEST_THREADS)
+## Every test, against real servers: the level tests while the Kubernetes tools build, then the rest (testenv/bootstrap/test.sh).
+test:
+	@CARGO=$(CARGO) TEST_THREADS=$(TEST_THREADS) testenv/bootstrap/test.sh
 
 ## Start-up times and memory of the environment; per level, wall time and memory of the fix, and near misses beside it.
 # `cargo test --bench` runs them in the dev profile, as learners run `dojo`,
