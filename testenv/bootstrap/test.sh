@@ -4,8 +4,9 @@
 # them) need only the RocketMQ jars; they run while the rest of the bootstrap
 # (Kubernetes, etcd, kwok, helm, the node's parts: tens of minutes of Go
 # compiles) builds in the background at the lowest CPU priority, so it takes
-# only the cores the level scenarios leave idle and never slows their timed
-# checks. The rest of the suite then runs on the finished bootstrap.
+# mostly the cores the level scenarios leave idle (they mostly wait) and
+# hardly slows their timed checks. The rest of the suite then runs on the
+# finished bootstrap.
 # Usage: test.sh   (CARGO, TEST_THREADS and DOJO_CACHE as in the Makefile)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
