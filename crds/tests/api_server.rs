@@ -7,18 +7,11 @@ use std::process::Command;
 
 use dojo_testenv::ControlPlane;
 
+mod common;
+use common::yaml_files;
+
 async fn plane() -> &'static ControlPlane {
     ControlPlane::shared().await.unwrap_or_else(|e| panic!("starting the control plane: {e}"))
-}
-
-fn yaml_files(name: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// `kubectl apply` of one YAML document in `ns`: Ok(stdout) or Err(stderr).

@@ -1,23 +1,10 @@
 //! Checks that need no server: the committed YAML is fresh, the samples
 //! parse, and every malformed case says what it expects.
 
-use std::path::{Path, PathBuf};
-
 use dojo_crds::{Challenge, crd_yaml, level_facts};
 
-fn dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
-}
-
-fn yaml_files(name: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir(name))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
+mod common;
+use common::{dir, yaml_files};
 
 #[test]
 fn committed_crd_yaml_is_fresh() {
