@@ -24,11 +24,11 @@ testenv/bootstrap/deps.sh rocketmq
 mkdir -p "$cache"
 log=$cache/deps-background.log
 # Its own process group (setsid), so an interrupted run stops its Go builds too.
-setsid nice -n 19 testenv/bootstrap/deps.sh all >"$log" 2>&1 &
+# A new session is also a new scheduler autogroup, in which nice counts only
+# against the group's own processes: the new group itself is lowered too
+# (from inside, after setsid, where the kernel has autogroups).
+setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 testenv/bootstrap/deps.sh all' >"$log" 2>&1 &
 deps=$!
-# A new session is a new scheduler autogroup, where nice counts only against
-# the group's own processes: lower the group itself too (where the kernel has them).
-[[ -w /proc/$deps/autogroup ]] && echo 19 >"/proc/$deps/autogroup" 2>/dev/null || true
 trap 'kill -- -$deps 2>/dev/null || true' EXIT
 say "the rest of the bootstrap builds in the background, niced (log: $log)"
 
