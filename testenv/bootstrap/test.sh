@@ -6,7 +6,7 @@
 # compiles) builds in the background at the lowest CPU priority, so it takes
 # mostly the cores the level scenarios leave idle (they mostly wait) and
 # hardly slows their timed checks. The rest of the suite then runs on the
-# finished bootstrap.
+# finished bootstrap, and level 1 (a throughput check) last, alone.
 # Usage: test.sh   (CARGO, TEST_THREADS and DOJO_CACHE as in the Makefile)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +35,8 @@ say "the rest of the bootstrap builds in the background, niced (log: $log)"
 failed=0
 $cargo build --workspace --all-targets
 say "stage 1: the crates that need no Kubernetes (${stage1[*]}), $((SECONDS - t0))s in"
-$cargo test --no-fail-fast "${stage1[@]/#/--package=}" -- --test-threads="$threads" || failed=1
+# Level 1 judges throughput: its tests run last, alone (stage 3).
+$cargo test --no-fail-fast "${stage1[@]/#/--package=}" -- --test-threads="$threads" --skip level_01_ || failed=1
 
 say "stage 1 done at $((SECONDS - t0))s; waiting for the bootstrap"
 if ! wait "$deps"; then
@@ -47,5 +48,11 @@ cat "$log"
 
 say "stage 2: every other crate, $((SECONDS - t0))s in"
 $cargo test --workspace --no-fail-fast "${stage1[@]/#/--exclude=}" -- --test-threads="$threads" || failed=1
+
+# Level 1's fix must answer 300 requests/s: with the machine to itself, as a
+# learner's `dojo play 1` has it (beside another scenario and a compile it
+# fell to 67-201/s in CI runs; alone it makes 1,100-1,400/s).
+say "stage 3: level 1, one test at a time, $((SECONDS - t0))s in"
+$cargo test --no-fail-fast --package=dojo-verifier --test level_01 -- --test-threads=1 || failed=1
 say "done in $((SECONDS - t0))s$([[ $failed -eq 0 ]] || echo ': some tests FAILED (above)')"
 exit "$failed"
