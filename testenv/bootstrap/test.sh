@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: every test, against real servers, in two stages so that a cold
+# `make test`: every test, against real servers, in three stages so that a cold
 # machine does two things at once. The level tests (and the crates beside
 # them) need only the RocketMQ jars; they run while the rest of the bootstrap
 # (Kubernetes, etcd, kwok, helm, the node's parts: tens of minutes of Go
