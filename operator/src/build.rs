@@ -50,7 +50,10 @@ pub struct Objects {
     pub verifier_job: Job,
 }
 
-pub fn build(v: &ValidChallenge) -> Objects {
+/// `verifying`: the current attempt's verifier Job exists. From then on it
+/// runs the learner's image itself (as instances it starts, stops and
+/// crashes), so the workload Deployment makes way.
+pub fn build(v: &ValidChallenge, verifying: bool) -> Objects {
     Objects {
         namesrv_service: namesrv_service(v),
         namesrv: namesrv(v),
@@ -64,7 +67,7 @@ pub fn build(v: &ValidChallenge) -> Objects {
         world_service: world_service(v),
         isolation: isolation(v),
         verifier_apiserver: verifier_apiserver(v),
-        workload: workload(v),
+        workload: workload(v, verifying),
         verifier_job: verifier_job(v),
     }
 }
@@ -110,6 +113,9 @@ pub fn namesrv(v: &ValidChallenge) -> StatefulSet {
                 "metadata": {"labels": v.labels("namesrv")},
                 "spec": {
                     "enableServiceLinks": false,
+                    // The verifier pauses and kills through `kill` in the
+                    // container: the server must not be PID 1 there.
+                    "shareProcessNamespace": true,
                     "containers": [{
                         "name": "namesrv",
                         "image": v.rocketmq_image,
@@ -207,6 +213,8 @@ pub fn brokers(v: &ValidChallenge) -> Vec<StatefulSet> {
             ];
             let mut pod_spec = json!({
                 "enableServiceLinks": false,
+                // As the name server's: signals from the verifier reach the broker.
+                "shareProcessNamespace": true,
                 "containers": [{
                     "name": "broker",
                     "image": v.rocketmq_image,
@@ -264,8 +272,9 @@ pub fn broker_pdb(v: &ValidChallenge) -> Option<PodDisruptionBudget> {
     })
 }
 
-/// Exactly the environment contract of DESIGN.md, plus the learner's own variables.
-pub fn workload(v: &ValidChallenge) -> Deployment {
+/// Exactly the environment contract of DESIGN.md, plus the learner's own
+/// variables; no pods while the verifier runs (see [`build`]).
+pub fn workload(v: &ValidChallenge, verifying: bool) -> Deployment {
     let mut env = vec![
         json!({"name": "NAMESRV_ADDR", "value": v.namesrv_addr()}),
         json!({"name": "WORLD_URL", "value": v.world_url()}),
@@ -294,7 +303,7 @@ pub fn workload(v: &ValidChallenge) -> Deployment {
     typed(json!({
         "metadata": metadata(v, v.object_name("workload"), "workload"),
         "spec": {
-            "replicas": 1,
+            "replicas": if verifying { 0 } else { 1 },
             // Two versions of a learner's program at once would blur the verdict.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": v.selector("workload")},
@@ -310,19 +319,23 @@ pub fn verifier_account(v: &ValidChallenge) -> ServiceAccount {
     typed(json!({"metadata": metadata(v, v.object_name("verifier"), "verifier")}))
 }
 
-/// Only what fault injection needs, in this namespace: see the pods, kill
-/// the Challenge's RocketMQ pods by name, pause them (exec `kill -STOP`),
-/// scale the workload, and cut pods off with NetworkPolicies.
+/// Only what the verifier needs, in this namespace: read the workload's pod
+/// template, run the learner's image as pods of its own (create them, read
+/// their logs), signal processes in pods (exec `kill`: stop, crash, pause,
+/// also the broker's), delete the Challenge's RocketMQ pods by name, and
+/// cut pods off with NetworkPolicies. Pods' names are not known in advance
+/// for its own, so create and exec are not narrowed by name.
 pub fn verifier_role(v: &ValidChallenge) -> Role {
     let mut rocketmq_pods = vec![format!("{}-0", v.object_name("namesrv"))];
     rocketmq_pods.extend(v.broker_pods());
     typed(json!({
         "metadata": metadata(v, v.object_name("verifier"), "verifier"),
         "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"], "resourceNames": rocketmq_pods},
-            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"], "resourceNames": rocketmq_pods},
-            {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "patch"], "resourceNames": [v.object_name("workload")]},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"], "resourceNames": [v.object_name("workload")]},
             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "create", "delete"]},
         ],
     }))
@@ -398,6 +411,8 @@ pub fn verifier_job(v: &ValidChallenge) -> Job {
     let mut env = vec![
         json!({"name": "DOJO_CHALLENGE", "value": v.name}),
         json!({"name": "DOJO_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        // Its own pod owns the workload instances it starts.
+        json!({"name": "DOJO_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "DOJO_ATTEMPT", "value": v.attempt.to_string()}),
         json!({"name": "DOJO_LEVEL", "value": v.level.number.to_string()}),
         json!({"name": "NAMESRV_ADDR", "value": v.namesrv_addr()}),
@@ -471,7 +486,7 @@ mod tests {
     #[test]
     fn every_object_is_owned_and_labelled() {
         let v = valid(12);
-        let o = build(&v);
+        let o = build(&v, false);
         let metas = [
             &o.namesrv_service.metadata,
             &o.namesrv.metadata,
@@ -508,7 +523,7 @@ mod tests {
 
     #[test]
     fn workload_gets_exactly_the_environment_contract() {
-        let o = build(&valid(3));
+        let o = build(&valid(3), false);
         let spec = o.workload.spec.unwrap().template.spec.unwrap();
         assert_eq!(env_names(&spec), ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", "DOJO_INSTANCE"]);
         let env = spec.containers[0].env.clone().unwrap();
@@ -519,8 +534,29 @@ mod tests {
         assert_eq!(field.field_path, "metadata.name");
         assert_eq!(spec.containers[0].image.as_deref(), Some("registry.example/shop/orders:1.0"));
 
-        let spec10 = build(&valid(10)).workload.spec.unwrap().template.spec.unwrap();
+        let spec10 = build(&valid(10), false).workload.spec.unwrap().template.spec.unwrap();
         assert_eq!(env_names(&spec10).last().map(String::as_str), Some("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    }
+
+    #[test]
+    fn the_workload_makes_way_while_the_verifier_runs_the_learners_image() {
+        let v = valid(3);
+        let replicas = |verifying| build(&v, verifying).workload.spec.unwrap().replicas;
+        assert_eq!((replicas(false), replicas(true)), (Some(1), Some(0)));
+        // The verifier reads this template, and its own pod owns the instances.
+        let role = verifier_role(&v).rules.unwrap();
+        let allows = |resource: &str, verb: &str| role.iter().any(|r| r.resources.as_ref().unwrap().iter().any(|x| x == resource) && r.verbs.iter().any(|x| x == verb));
+        for (resource, verb) in [("deployments", "get"), ("pods", "create"), ("pods/exec", "create"), ("pods/log", "get")] {
+            assert!(allows(resource, verb), "{resource} {verb}");
+        }
+        assert!(!allows("deployments", "patch") && !allows("deployments/scale", "patch"));
+        let job = verifier_job(&v).spec.unwrap().template.spec.unwrap();
+        let pod_env = job.containers[0].env.clone().unwrap().into_iter().find(|e| e.name == "DOJO_POD").unwrap();
+        assert_eq!(pod_env.value_from.unwrap().field_ref.unwrap().field_path, "metadata.name");
+        // Signals from inside a container reach a server that is not PID 1.
+        let o = build(&v, true);
+        assert_eq!(o.brokers[0].spec.clone().unwrap().template.spec.unwrap().share_process_namespace, Some(true));
+        assert_eq!(o.namesrv.spec.unwrap().template.spec.unwrap().share_process_namespace, Some(true));
     }
 
     #[test]
@@ -529,7 +565,7 @@ mod tests {
         ch.spec.workload.env.push(dojo_crds::EnvVar { name: "RUST_LOG".into(), value: "debug".into() });
         ch.spec.workload.command = Some(vec!["/app/orders".into()]);
         ch.spec.workload.resources = Some(serde_yaml::from_str("{requests: {cpu: 1, memory: 256Mi}}").unwrap());
-        let d = workload(&validate(&ch, 1).unwrap());
+        let d = workload(&validate(&ch, 1).unwrap(), false);
         let c = d.spec.unwrap().template.spec.unwrap().containers.remove(0);
         assert_eq!(c.env.unwrap().last().unwrap().name, "RUST_LOG");
         assert_eq!(c.command.unwrap(), ["/app/orders"]);
@@ -539,7 +575,7 @@ mod tests {
     #[test]
     fn single_broker_below_level_12() {
         let v = valid(5);
-        let o = build(&v);
+        let o = build(&v, false);
         assert_eq!(o.brokers.len(), 1);
         assert_eq!(o.brokers[0].metadata.name.as_deref(), Some("orders-broker"));
         assert_eq!(o.brokers[0].spec.as_ref().unwrap().replicas, Some(1));
@@ -559,7 +595,7 @@ mod tests {
         let mut ch = challenge(12);
         ch.spec.rocketmq.zones = Some(vec!["eu-1a".into(), "eu-1b".into(), "eu-1c".into()]);
         let v = validate(&ch, 1).unwrap();
-        let o = build(&v);
+        let o = build(&v, false);
         assert_eq!(o.brokers.len(), 3);
         let data = o.broker_config.data.unwrap();
         assert_eq!(data.len(), 3);

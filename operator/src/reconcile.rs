@@ -99,12 +99,13 @@ fn cached<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: &str, nam
 #[derive(Default)]
 pub struct AppliedCache(Mutex<HashMap<String, Applied>>);
 
-/// The spec and attempt a Challenge's objects were last applied for.
+/// The spec, attempt and stage a Challenge's objects were last applied for.
 #[derive(Clone, Debug, PartialEq)]
 struct Applied {
     uid: String,
     generation: Option<i64>,
     attempt: u32,
+    verifying: bool,
     at: Instant,
 }
 
@@ -116,7 +117,7 @@ const REAPPLY_EVERY: Duration = Duration::from_secs(300);
 impl AppliedCache {
     fn is_fresh(&self, key: &str, this: &Applied) -> bool {
         self.0.lock().unwrap().get(key).is_some_and(|a| {
-            (&a.uid, a.generation, a.attempt) == (&this.uid, this.generation, this.attempt) && a.at.elapsed() < REAPPLY_EVERY
+            (&a.uid, a.generation, a.attempt, a.verifying) == (&this.uid, this.generation, this.attempt, this.verifying) && a.at.elapsed() < REAPPLY_EVERY
         })
     }
 
@@ -187,15 +188,16 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
             delete_old_verifiers(ctx, &v).await?;
         }
     }
-    let objects = build(&v);
+    ctx.cache.ready().await?;
+    let verifying = cached(&ctx.cache.jobs, &v.namespace, &v.verifier_job_name()).is_some();
+    let objects = build(&v, verifying);
     let key = format!("{}/{}", v.namespace, v.name);
-    let this = Applied { uid: v.owner.uid.clone(), generation, attempt: v.attempt, at: Instant::now() };
+    let this = Applied { uid: v.owner.uid.clone(), generation, attempt: v.attempt, verifying, at: Instant::now() };
     if !ctx.applied.is_fresh(&key, &this) {
         apply_all(ctx, &objects).await?;
         ctx.applied.record(key, this);
     }
     status::set_condition(&mut status.conditions, "Provisioned", true, "Applied", "every object of the Challenge is applied".into(), generation, now);
-    ctx.cache.ready().await?;
     ctx.metrics.set_components(&v.namespace, &v.name, v.level.number, components(&ctx.cache, &v));
 
     if status.phase.is_final() {

@@ -6,6 +6,7 @@
 #![recursion_limit = "512"]
 
 pub mod broker;
+pub mod cluster;
 pub mod levels;
 pub mod local;
 pub mod platform;

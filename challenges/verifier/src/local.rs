@@ -9,7 +9,7 @@ use dojo_testenv::RocketMq;
 use dojo_testenv::ports;
 use dojo_testenv::process::{Process, Spec};
 
-use crate::platform::{BrokerFault, Platform, PlatformError, StopOutcome, WorkloadStats};
+use crate::platform::{BrokerFault, PeakRss, Platform, PlatformError, StopOutcome, WorkloadStats};
 
 struct Instance {
     proc_: Process,
@@ -46,19 +46,6 @@ impl LocalPlatform {
 
     pub fn rocketmq(&mut self) -> &mut RocketMq {
         &mut self.mq
-    }
-
-    /// The broker's peak resident memory so far, in KiB.
-    pub fn broker_peak_rss_kib(&mut self) -> Option<u64> {
-        self.mq.broker().peak_rss_kib()
-    }
-
-    /// The highest peak resident memory of any workload instance, in KiB.
-    pub fn workload_peak_rss_kib(&mut self) -> Option<u64> {
-        self.instances.values_mut().map(|i| {
-            i.note_peak();
-            i.peak_rss_kib
-        }).max()
     }
 
     fn instance(&mut self, name: &str) -> Result<&mut Instance, PlatformError> {
@@ -125,17 +112,25 @@ impl Platform for LocalPlatform {
         self.instance(instance)?.proc_.resume().map_err(|e| werr(instance, e))
     }
 
-    fn workload_exit(&mut self, instance: &str) -> Option<String> {
+    async fn workload_exit(&mut self, instance: &str) -> Option<String> {
         self.instances.get_mut(instance)?.proc_.exit_status()
     }
 
-    fn workload_stats(&self, instance: &str) -> Option<WorkloadStats> {
+    async fn workload_stats(&mut self, instance: &str) -> Option<WorkloadStats> {
         let p = &self.instances.get(instance)?.proc_;
         Some(WorkloadStats { threads: p.threads()?, rss_kib: p.rss_kib()? })
     }
 
-    fn workload_log_tail(&self, instance: &str, lines: usize) -> String {
+    async fn workload_log_tail(&mut self, instance: &str, lines: usize) -> String {
         self.instances.get(instance).map(|i| i.proc_.log_tail(lines)).unwrap_or_default()
+    }
+
+    async fn peak_rss_kib(&mut self) -> PeakRss {
+        let workload = self.instances.values_mut().map(|i| {
+            i.note_peak();
+            i.peak_rss_kib
+        }).max();
+        PeakRss { workload, broker: self.mq.broker().peak_rss_kib() }
     }
 
     async fn broker_fault(&mut self, fault: BrokerFault) -> Result<(), PlatformError> {

@@ -1,6 +1,7 @@
 //! What a level may do to the world around the workload. Levels drive their
 //! scenario only through this trait, so the same scenario runs on local
-//! processes ([`crate::local::LocalPlatform`]) and, later, in a cluster.
+//! processes ([`crate::local::LocalPlatform`]) and on a Challenge's pods
+//! ([`crate::kube::KubePlatform`]).
 
 use std::time::Duration;
 
@@ -32,6 +33,13 @@ pub struct StopOutcome {
 pub struct WorkloadStats {
     pub threads: u64,
     pub rss_kib: u64,
+}
+
+/// Peak resident memory, in KiB: the report's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PeakRss {
+    pub workload: Option<u64>,
+    pub broker: Option<u64>,
 }
 
 /// Faults on the broker.
@@ -70,14 +78,18 @@ pub trait Platform {
 
     async fn resume_workload(&mut self, instance: &str) -> Result<(), PlatformError>;
 
-    /// `None` if the instance exited; `Some(status)` with its exit status.
-    fn workload_exit(&mut self, instance: &str) -> Option<String>;
+    /// `None` while the instance runs; `Some(status)` once it exited.
+    async fn workload_exit(&mut self, instance: &str) -> Option<String>;
 
     /// Threads and memory, if the platform can see them.
-    fn workload_stats(&self, instance: &str) -> Option<WorkloadStats>;
+    async fn workload_stats(&mut self, instance: &str) -> Option<WorkloadStats>;
 
     /// The last lines the instance wrote (for evidence when it crashes).
-    fn workload_log_tail(&self, instance: &str, lines: usize) -> String;
+    async fn workload_log_tail(&mut self, instance: &str, lines: usize) -> String;
+
+    /// The highest resident memory seen so far of any workload instance and
+    /// of the broker, in KiB, where the platform can see them.
+    async fn peak_rss_kib(&mut self) -> PeakRss;
 
     async fn broker_fault(&mut self, fault: BrokerFault) -> Result<(), PlatformError>;
 }

@@ -3,15 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dojo_kit::Clients;
 use dojo_testenv::RocketMq;
-use dojo_world::{World, WorldConfig};
+use dojo_world::{World, WorldConfig, WorldHandle};
 
 use crate::levels::{self, Ctx, LevelInfo};
 use crate::now_ms;
+use crate::cluster::{JobEnv, KubePlatform};
 use crate::local::LocalPlatform;
+use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::report::{Figure, Report};
 use crate::workload::{self, BuildError};
@@ -55,6 +57,64 @@ fn world_config(level: &LevelInfo) -> WorldConfig {
 }
 
 
+/// Runs `level`'s scenario on `platform` and assembles its report (with the
+/// peak memory figures the platform can see); the same for every platform.
+#[allow(clippy::too_many_arguments)]
+pub async fn scenario<P: Platform>(level: &LevelInfo, platform: &mut P, world: &WorldHandle, clients: &Clients, progress: &mut dyn Progress, messages: Option<u32>, started_at_ms: u64, start: Instant) -> Report {
+    let mut ctx = Ctx { platform, world, clients, progress, figures: Vec::new(), series: Vec::new(), checks: Vec::new(), messages };
+    levels::run(level, &mut ctx).await;
+    let Ctx { mut figures, checks, series, .. } = ctx;
+    let peaks = platform.peak_rss_kib().await;
+    for (name, kib) in [("workload peak RSS", peaks.workload), ("broker peak RSS", peaks.broker)] {
+        if let Some(kib) = kib {
+            figures.push(Figure { name: name.into(), value: kib as f64 / 1024.0, unit: "MiB".into() });
+        }
+    }
+    Report { level: level.number, slug: level.slug.into(), verdict: Report::overall(&checks), checks, figures, series, started_at_ms, duration_ms: start.elapsed().as_millis() as u64, artefacts: None }
+}
+
+/// Plays `level` in a cluster, as the operator's verifier Job: the world
+/// served on `WORLD_LISTEN` (the world Service selects this pod), the
+/// scenario on the Challenge's pods. An `Err` means the run could not happen.
+pub async fn play_in_cluster(level: &LevelInfo, progress: &mut dyn Progress) -> Result<Report, ClusterError> {
+    if !level.playable {
+        return Err(ClusterError::NotPlayable(level.number));
+    }
+    let (started_at_ms, start) = (now_ms(), Instant::now());
+    let env = JobEnv::from_env().map_err(ClusterError::Env)?;
+    let listen: SocketAddr = env.world_listen.parse().map_err(|e| ClusterError::Env(format!("WORLD_LISTEN {}: {e}", env.world_listen)))?;
+    let client = kube::Client::try_default().await.map_err(|e| ClusterError::Kube(e.to_string()))?;
+    progress.phase(&format!("serving the world on {listen}; waiting for the workload Deployment to make way"));
+    let world = World::start(listen, world_config(level)).await?;
+    let mut platform = KubePlatform::new(client, env.clone(), level.serves_http).await.map_err(|e| ClusterError::Kube(e.to_string()))?;
+    progress.phase(&format!("waiting until RocketMQ at {} serves", env.namesrv_addr));
+    let clients = Clients::new("verifier", env.namesrv_addr.clone()).map_err(dojo_testenv::Error::from)?;
+    if let Err(e) = dojo_testenv::rocketmq::probe_send_receive(&clients, Duration::from_secs(120)).await {
+        return Err(ClusterError::RocketMq(e));
+    }
+    let report = scenario(level, &mut platform, &world, &clients, progress, env.messages, started_at_ms, start).await;
+    platform.finish().await;
+    clients.shutdown().await;
+    let _ = world.shutdown().await;
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("level {0} has no scenario yet")]
+    NotPlayable(u8),
+    #[error("{0}")]
+    Env(String),
+    #[error("the Kubernetes API: {0}")]
+    Kube(String),
+    #[error("the world did not start: {0}")]
+    World(#[from] dojo_world::WorldError),
+    #[error("the RocketMQ client: {0}")]
+    Client(#[from] dojo_testenv::Error),
+    #[error("the Challenge's RocketMQ does not serve: {0}")]
+    RocketMq(String),
+}
+
 /// Plays `level` with the workload in `workload_dir`; artefacts go to a new
 /// folder under `runs_dir`. An `Err` means the run could not happen at all;
 /// a run that happened always yields a report (whose verdict may be `error`).
@@ -80,26 +140,9 @@ pub async fn play(level: &LevelInfo, workload_dir: &Path, runs_dir: &Path, progr
     let clients = Clients::new("verifier", mq.namesrv_addr()).map_err(dojo_testenv::Error::from)?;
     let mut platform = LocalPlatform::new(mq, built.binary, level.number, world.url(), run_dir.clone(), level.serves_http);
 
-    let mut ctx = Ctx { platform: &mut platform, world: &world, clients: &clients, progress, figures: Vec::new(), series: Vec::new(), checks: Vec::new(), messages: None };
-    levels::run(level, &mut ctx).await;
-    let Ctx { mut figures, checks, series, .. } = ctx;
-    for (name, kib) in [("workload peak RSS", platform.workload_peak_rss_kib()), ("broker peak RSS", platform.broker_peak_rss_kib())] {
-        if let Some(kib) = kib {
-            figures.push(Figure { name: name.into(), value: kib as f64 / 1024.0, unit: "MiB".into() });
-        }
-    }
+    let mut report = scenario(level, &mut platform, &world, &clients, progress, None, started_at_ms, start).await;
+    report.artefacts = Some(run_dir.display().to_string());
     let _ = world.history().write_json(&run_dir.join("world-history.json"));
-    let report = Report {
-        level: level.number,
-        slug: level.slug.into(),
-        verdict: Report::overall(&checks),
-        checks,
-        figures,
-        series,
-        started_at_ms,
-        duration_ms: start.elapsed().as_millis() as u64,
-        artefacts: Some(run_dir.display().to_string()),
-    };
     std::fs::write(run_dir.join("report.json"), report.to_json()).map_err(io("writing report.json".into()))?;
     // Clients before the broker they talk to; workloads die with the platform.
     clients.shutdown().await;

@@ -4,10 +4,10 @@
 //!
 //! `--platform local` plays a level on this machine exactly as `dojo play`
 //! does (same `run::play`), without the learner's attempts and hints.
-//! `--platform kube` needs a `Platform` that acts on the Challenge's pods;
-//! it is not built yet, so the program says so the way a verdict travels in
-//! a cluster: a report whose only check is an `error`, written to the
-//! termination message the operator reads, and exit code 2.
+//! `--platform kube` plays it on the Challenge's pods
+//! ([`dojo_verifier::cluster::KubePlatform`]) and writes the report,
+//! size-bounded, to the termination message the operator reads; a run that
+//! could not happen is a report too, whose only check is an `error`.
 
 #![recursion_limit = "512"]
 
@@ -76,12 +76,14 @@ async fn main() -> ExitCode {
             }
         }
         "kube" => {
-            let checks = vec![Check::error(
-                "platform",
-                "the verifier acts on the Challenge's pods",
-                format!("the Kubernetes platform of the verifier is not built yet: level {} runs locally with `dojo play {}`", info.number, info.number),
-            )];
-            let report = Report { level: info.number, slug: info.slug.into(), verdict: Report::overall(&checks), checks, figures: vec![], series: vec![], started_at_ms: dojo_verifier::now_ms(), duration_ms: 0, artefacts: None };
+            let report = match run::play_in_cluster(info, &mut Console::new()).await {
+                Ok(r) => r,
+                // Could not run at all: still a report, so the Challenge's status says why.
+                Err(e) => {
+                    let checks = vec![Check::error("platform", "the verifier runs the level on the Challenge's pods", e.to_string())];
+                    Report { level: info.number, slug: info.slug.into(), verdict: Report::overall(&checks), checks, figures: vec![], series: vec![], started_at_ms: dojo_verifier::now_ms(), duration_ms: 0, artefacts: None }
+                }
+            };
             if let Err(e) = std::fs::write(&args.termination_log, report.to_bounded_json(TERMINATION_MESSAGE_LIMIT)) {
                 eprintln!("writing the report to {}: {e}", args.termination_log.display());
             }

@@ -20,8 +20,8 @@ pub async fn start_and_join<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, g
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = ctx.platform.workload_exit(instance) {
-            let tail = ctx.platform.workload_log_tail(instance, 15);
+        if let Some(status) = ctx.platform.workload_exit(instance).await {
+            let tail = ctx.platform.workload_log_tail(instance, 15).await;
             return Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} exited at start ({status})")).with_evidence(tail.lines().map(String::from)));
         }
         match broker::consumer_clients(ctx.clients, group).await {
@@ -31,8 +31,25 @@ pub async fn start_and_join<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, g
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let tail = ctx.platform.workload_log_tail(instance, 15);
+    let tail = ctx.platform.workload_log_tail(instance, 15).await;
     Err(Check::fail("workload-started", "the consumer starts and joins its group", format!("{instance} did not join group {group} within 30s: {last}")).with_evidence(tail.lines().map(String::from)))
+}
+
+/// Stops `instances` (5 s each to exit) after noting which of them had
+/// already exited, with the last lines of those: `(instance, status)` and
+/// `instance: line`, the evidence of a crash the scenario did not cause.
+pub async fn stop_noting_exits<P: Platform>(ctx: &mut Ctx<'_, P>, instances: &[&str]) -> (Vec<(String, String)>, Vec<String>) {
+    let (mut exits, mut tails) = (Vec::new(), Vec::new());
+    for i in instances {
+        if let Some(status) = ctx.platform.workload_exit(i).await {
+            tails.extend(ctx.platform.workload_log_tail(i, 8).await.lines().map(|l| format!("{i}: {l}")));
+            exits.push((i.to_string(), status));
+        }
+    }
+    for i in instances {
+        let _ = ctx.platform.stop_workload(i, Duration::from_secs(5)).await;
+    }
+    (exits, tails)
 }
 
 /// Lets `work` (a wave being sent) run while watching the world's record

@@ -38,7 +38,7 @@ struct Outcome {
 
 pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let Some((http, addr)) = notifier::start(ctx, INSTANCE, Duration::from_secs(10)).await else { return };
-    let baseline = ctx.platform.workload_stats(INSTANCE);
+    let baseline = ctx.platform.workload_stats(INSTANCE).await;
 
     ctx.phase(&format!("load: {}s of requests, {CONCURRENCY} at a time, sampling the broker's producers", LOAD.as_secs()));
     let outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -65,7 +65,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let conns = broker::producer_connections(ctx.clients, GROUP, TOPIC).await;
                 samples.push((started.elapsed().as_secs_f64(), conns));
-                if let Some(s) = ctx.platform.workload_stats(INSTANCE) {
+                if let Some(s) = ctx.platform.workload_stats(INSTANCE).await {
                     peak_stats = Some(peak_stats.map_or(s, |p| crate::platform::WorkloadStats { threads: p.threads.max(s.threads), rss_kib: p.rss_kib.max(s.rss_kib) }));
                 }
             }
@@ -74,7 +74,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let elapsed = started.elapsed();
     // One more look once the load is over: connections that were never closed are still there.
     samples.push((elapsed.as_secs_f64(), broker::producer_connections(ctx.clients, GROUP, TOPIC).await));
-    if let Some(s) = ctx.platform.workload_stats(INSTANCE) {
+    if let Some(s) = ctx.platform.workload_stats(INSTANCE).await {
         peak_stats = Some(peak_stats.map_or(s, |p| crate::platform::WorkloadStats { threads: p.threads.max(s.threads), rss_kib: p.rss_kib.max(s.rss_kib) }));
     }
     let outcomes = std::mem::take(&mut *outcomes.lock().await);

@@ -169,11 +169,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let drain = drain_start.elapsed();
 
     let history = ctx.world.history();
-    let exits: Vec<(String, String)> = [FIRST, SECOND].iter().filter_map(|i| ctx.platform.workload_exit(i).map(|s| (i.to_string(), s))).collect();
-    let tails: Vec<String> = exits.iter().flat_map(|(i, _)| ctx.platform.workload_log_tail(i, 8).lines().map(|l| format!("{i}: {l}")).collect::<Vec<_>>()).collect();
-    for i in [FIRST, SECOND] {
-        let _ = ctx.platform.stop_workload(i, Duration::from_secs(5)).await;
-    }
+    let (exits, tails) = group::stop_noting_exits(ctx, &[FIRST, SECOND]).await;
 
     judge(ctx, &orders, &history, killed_at, started_wall, committed, drain, exits, tails);
 }

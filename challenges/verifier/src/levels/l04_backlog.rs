@@ -155,8 +155,8 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
         ctx.phase(&format!("drained; {}s of quiet for late redeliveries", SETTLE.as_secs()));
         tokio::time::sleep(SETTLE).await;
     }
-    let exit = ctx.platform.workload_exit(INSTANCE);
-    let tail = ctx.platform.workload_log_tail(INSTANCE, 8);
+    let exit = ctx.platform.workload_exit(INSTANCE).await;
+    let tail = ctx.platform.workload_log_tail(INSTANCE, 8).await;
     let _ = ctx.platform.stop_workload(INSTANCE, Duration::from_secs(5)).await;
 
     let history = ctx.world.history();

@@ -127,11 +127,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     if all_done {
         tokio::time::sleep(SETTLE).await;
     }
-    let exits: Vec<(String, String)> = [FIRST, SECOND].iter().filter_map(|i| ctx.platform.workload_exit(i).map(|s| (i.to_string(), s))).collect();
-    let tails: Vec<String> = exits.iter().flat_map(|(i, _)| ctx.platform.workload_log_tail(i, 8).lines().map(|l| format!("{i}: {l}")).collect::<Vec<_>>()).collect();
-    for i in [FIRST, SECOND] {
-        let _ = ctx.platform.stop_workload(i, Duration::from_secs(5)).await;
-    }
+    let (exits, tails) = group::stop_noting_exits(ctx, &[FIRST, SECOND]).await;
     let history = ctx.world.history();
     ctx.figure("drain after the last event", drained_in.as_secs_f64(), "s");
     ctx.figure("killed at", killed_ms.saturating_sub(restart_ms) as f64 / 1000.0, "s into wave 3");
@@ -147,7 +143,7 @@ async fn start<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, members: usize
     let addr = ctx.platform.workload_addr(instance).expect("the order-status service serves HTTP");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
     if let Err(why) = notifier::wait_healthy(ctx, instance, &http, &addr).await {
-        let tail = ctx.platform.workload_log_tail(instance, 15);
+        let tail = ctx.platform.workload_log_tail(instance, 15).await;
         ctx.judge(Check::fail("workload-started", "the service starts and answers /healthz", why).with_evidence(tail.lines().map(String::from)));
         return None;
     }

@@ -117,7 +117,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
             (CrashWhen::Never, _) => {}
             (CrashWhen::On(target, _), None) => {
                 stop(ctx).await;
-                let tail = ctx.platform.workload_log_tail(INSTANCE, 10);
+                let tail = ctx.platform.workload_log_tail(INSTANCE, 10).await;
                 let history = ctx.world.history();
                 let writes: Vec<String> = history.transitions_of(&order_id(target)).iter().map(|e| describe_write(e, started_wall)).collect();
                 return ctx.judge(
@@ -150,8 +150,8 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
     let announced = broker::messages_on_topic(ctx.clients, TOPIC).await;
     // Absent when no transactional message was ever sent (the topic does not exist).
     let halves = broker::messages_on_topic(ctx.clients, HALF_TOPIC).await.unwrap_or_default();
-    let exit = ctx.platform.workload_exit(INSTANCE);
-    let tail = ctx.platform.workload_log_tail(INSTANCE, 10);
+    let exit = ctx.platform.workload_exit(INSTANCE).await;
+    let tail = ctx.platform.workload_log_tail(INSTANCE, 10).await;
     stop(ctx).await;
     let announced = match announced {
         Ok(a) => a,
@@ -194,8 +194,8 @@ async fn restart_serving<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Clie
 async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client, addr: &str) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = ctx.platform.workload_exit(INSTANCE) {
-            let tail = ctx.platform.workload_log_tail(INSTANCE, 15);
+        if let Some(status) = ctx.platform.workload_exit(INSTANCE).await {
+            let tail = ctx.platform.workload_log_tail(INSTANCE, 15).await;
             ctx.judge(Check::fail("workload-started", "the order service starts and answers /healthz", format!("{INSTANCE} exited at start ({status})")).with_evidence(tail.lines().map(String::from)));
             return false;
         }
@@ -204,7 +204,7 @@ async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let tail = ctx.platform.workload_log_tail(INSTANCE, 15);
+    let tail = ctx.platform.workload_log_tail(INSTANCE, 15).await;
     ctx.judge(Check::fail("workload-started", "the order service starts and answers /healthz", format!("no answer on http://{addr}/healthz within 30s")).with_evidence(tail.lines().map(String::from)));
     false
 }

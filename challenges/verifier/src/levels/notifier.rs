@@ -19,7 +19,7 @@ pub async fn start<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, timeout: D
     let addr = ctx.platform.workload_addr(instance).expect("notifier workloads serve HTTP");
     let http = reqwest::Client::builder().timeout(timeout).build().expect("HTTP client");
     if let Err(why) = wait_healthy(ctx, instance, &http, &addr).await {
-        let tail = ctx.platform.workload_log_tail(instance, 15);
+        let tail = ctx.platform.workload_log_tail(instance, 15).await;
         ctx.judge(Check::fail("workload-started", "the workload starts and answers /healthz", why).with_evidence(tail.lines().map(String::from)));
         return None;
     }
@@ -34,7 +34,7 @@ pub async fn start<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, timeout: D
 pub(super) async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &str, http: &reqwest::Client, addr: &str) -> Result<(), String> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = ctx.platform.workload_exit(instance) {
+        if let Some(status) = ctx.platform.workload_exit(instance).await {
             return Err(format!("the workload exited at start ({status})"));
         }
         if http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
