@@ -17,6 +17,10 @@
 #     operator  the dojo-operator binary (default: target/debug/dojo-operator)
 #     verifier  the dojo-verifier binary (default: target/debug/dojo-verifier)
 #     workload  the learner's binary  (no default)
+#   Any other NAME=PATH is a workload image of that name (images/workload's
+#   recipe with PATH as the binary): `level-01-starter=target/release/orders`
+#   is localhost/rocketmq-dojo/level-01-starter:TAG, what a level's
+#   challenge.yaml names.
 #   Images built FROM another of ours (operator, verifier, workload) build it
 #   first. Prints one line per image: NAME, reference, archive path, bytes,
 #   and the seconds its build took (`cached:Ns` when up to date: N is the
@@ -46,7 +50,7 @@ default_source() {
     verifier) echo "$target/debug/dojo-verifier" ;;
     workload-base) echo "" ;;
     workload) fail workload "name the learner's binary: workload=PATH" ;;
-    *) fail "$1" "unknown image (pause, rocketmq, workload-base, operator, verifier, workload)" ;;
+    *) fail "$1" "unknown image (pause, rocketmq, workload-base, operator, verifier, workload, or NAME=PATH for a workload image named NAME)" ;;
   esac
 }
 
@@ -108,14 +112,17 @@ report() {
 build() {
   local name=$1 source=$2
   [[ -n ${built[$name]:-} ]] && return
-  local file=$here/$name/Containerfile
+  # A name of no recipe of its own is a workload image (see the usage).
+  local recipe=$name
+  [[ -d $here/$name ]] || recipe=workload
+  local file=$here/$recipe/Containerfile
   [[ -f $file ]] || fail "$name" "no $file"
   local t0=$SECONDS ctx=$store/tmp/ctx-$name
   rm -rf "$ctx"; mkdir -p "$ctx"
-  find "$here/$name" -maxdepth 1 -type f ! -name Containerfile -exec cp -p {} "$ctx/" \;
+  find "$here/$recipe" -maxdepth 1 -type f ! -name Containerfile -exec cp -p {} "$ctx/" \;
   if [[ -n $source ]]; then
     [[ -e $source ]] || fail "$name" "$source does not exist (build it first, or pass $name=PATH)"
-    local dest=$ctx/$(context_name "$name")
+    local dest=$ctx/$(context_name "$recipe")
     if [[ -d $source ]]; then cp -rL "$source" "$dest"
     # Debug info is most of a debug binary and nothing a container needs.
     elif [[ $(head -c4 "$source" | od -An -c | tr -d ' ') == 177ELF ]] && command -v objcopy >/dev/null; then
@@ -200,6 +207,7 @@ flock 9
 ensure_layout
 for arg in "$@"; do
   name=${arg%%=*}
+  [[ $name =~ ^[a-z0-9][a-z0-9._-]*$ ]] || fail "$name" "an image name is lower-case letters, digits, '.', '_' and '-'"
   if [[ $arg == *=* ]]; then source_path=${arg#*=}; else source_path=$(default_source "$name"); fi
   build "$name" "$source_path"
   if [[ -n $import_to ]]; then

@@ -27,8 +27,8 @@ pub enum Error {
     Spawn { program: String, source: std::io::Error },
     #[error("`{command}` failed ({status}):\n{output}")]
     Command { command: String, status: String, output: String },
-    #[error("building the dojo-operator binary: {0} (try `cargo build -p dojo-operator` and read its errors)")]
-    OperatorBuild(String),
+    #[error("building the {bin} binary: {detail} (try `cargo build --bin {bin}` and read its errors)")]
+    BinaryBuild { bin: String, detail: String },
     #[error("Prometheus on 127.0.0.1:{port}: {what}: {detail} (its log: {log})")]
     Prometheus { port: u16, what: String, detail: String, log: PathBuf },
     #[error("I/O on {path}: {source}")]
@@ -110,6 +110,26 @@ impl Helm {
         cmd.args(args);
         run(cmd)
     }
+}
+
+/// `helm install` of the chart as release `ns` into namespace `ns`, with
+/// the operator image `image` (imported into the real node, never pulled)
+/// on the real node; returns once both operator pods are ready (their
+/// readiness probe answers once the operator reached the API server with
+/// the token mounted in the pod).
+pub fn install_on_real_node(cp: &dojo_testenv::ControlPlane, ns: &str, image: &str) -> Result<()> {
+    let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let chart = chart_dir();
+    Helm::new()?
+        .kubeconfig(cp.kubeconfig_path())
+        .run(&[
+            "install", ns, &chart.display().to_string(), "--namespace", ns, "--wait", "--timeout", "4m",
+            "--set", &format!("operator.image.repository={repository}"),
+            "--set", &format!("operator.image.tag={tag}"),
+            "--set", "operator.image.pullPolicy=Never",
+            "--set", &format!("operator.nodeSelector.{}={}", dojo_testenv::control_plane::NODE_TYPE_LABEL, dojo_testenv::node::NODE_TYPE),
+        ])
+        .map(|_| ())
 }
 
 /// One PromQL expression and where it comes from.
@@ -297,29 +317,35 @@ impl Prometheus {
     }
 }
 
-/// The `dojo-operator` binary of this workspace, built if needed and
-/// copied into `dir` (a concurrent build may replace Cargo's copy while it
-/// runs). Cargo hands a binary's path only to its own crate's tests, so
+/// Binary `bin` of package `package` of this workspace, built if needed
+/// and copied into `dir` (a concurrent build may replace Cargo's copy while
+/// it runs). Cargo hands a binary's path only to its own crate's tests, so
 /// this asks Cargo for it.
 ///
-/// Built on its own (`-p dojo-operator`), as a platform team builds it: no
-/// other crate of the workspace lends it a feature (its rustls crypto
+/// Built on its own (`-p PACKAGE`), as a platform team builds it: no other
+/// crate of the workspace lends it a feature (the operator's rustls crypto
 /// provider among them), so a binary that only works inside a bigger build
 /// fails here.
-pub fn operator_binary(dir: &Path) -> Result<PathBuf> {
+pub fn workspace_binary(package: &str, bin: &str, dir: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo()).args(["build", "-q", "-p", "dojo-operator", "--bin", "dojo-operator", "--message-format=json"]);
-    let out = run(cmd).map_err(|e| Error::OperatorBuild(e.to_string()))?;
+    cmd.current_dir(repo()).args(["build", "-q", "-p", package, "--bin", bin, "--message-format=json"]);
+    let failed = |detail: String| Error::BinaryBuild { bin: bin.into(), detail };
+    let out = run(cmd).map_err(|e| failed(e.to_string()))?;
     let built = out
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dojo-operator")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| Error::OperatorBuild("cargo named no dojo-operator executable".into()))?;
-    let copy = dir.join("dojo-operator");
+        .ok_or_else(|| failed(format!("cargo named no {bin} executable")))?;
+    let copy = dir.join(bin);
     std::fs::copy(&built, &copy).map_err(|source| Error::Io { path: copy.clone(), source })?;
     Ok(copy)
+}
+
+/// The `dojo-operator` binary (see [`workspace_binary`]).
+pub fn operator_binary(dir: &Path) -> Result<PathBuf> {
+    workspace_binary("dojo-operator", "dojo-operator", dir)
 }
 
 /// A kubeconfig authenticating with `token` against the control plane

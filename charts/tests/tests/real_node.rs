@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use dojo_chart_tests::*;
 use dojo_crds::Challenge;
-use dojo_testenv::control_plane::NODE_TYPE_LABEL;
 use dojo_testenv::{ControlPlane, Error, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
@@ -39,24 +38,10 @@ async fn the_operator_image_runs_in_the_charts_pods_elects_a_leader_and_reconcil
     let binary = operator_binary(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let built = node.load_images(&[format!("operator={}", binary.display())]).await.unwrap_or_else(|e| panic!("building the operator image: {e}"));
     let image = &built.iter().find(|b| b.name == "operator").expect("the operator image").reference;
-    let (repository, tag) = image.rsplit_once(':').unwrap();
 
     let ns = cp.new_namespace("dojo-real").await.unwrap();
     let operator = format!("{ns}-rocketmq-dojo-operator");
-    let chart = chart_dir();
-    // --wait: both pods pass their readiness probe, which answers once the
-    // operator reached the API server with the token mounted in the pod.
-    Helm::new()
-        .unwrap()
-        .kubeconfig(cp.kubeconfig_path())
-        .run(&[
-            "install", &ns, chart.to_str().unwrap(), "--namespace", &ns, "--wait", "--timeout", "4m",
-            "--set", &format!("operator.image.repository={repository}"),
-            "--set", &format!("operator.image.tag={tag}"),
-            "--set", "operator.image.pullPolicy=Never",
-            "--set", &format!("operator.nodeSelector.{}={}", NODE_TYPE_LABEL, dojo_testenv::node::NODE_TYPE),
-        ])
-        .unwrap_or_else(|e| panic!("helm install: {e}\n{}", node.log_tails(20)));
+    install_on_real_node(cp, &ns, image).unwrap_or_else(|e| panic!("helm install: {e}\n{}", node.log_tails(20)));
 
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
     let lp = ListParams::default().labels("app.kubernetes.io/component=operator");
