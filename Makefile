@@ -57,7 +57,7 @@ chart-sync:
 	cp prometheus/dojo-rules.yaml charts/rocketmq-dojo/files/dojo-rules.yaml
 	rm -f charts/rocketmq-dojo/dashboards/*.json && cp grafana/*.json charts/rocketmq-dojo/dashboards/
 
-.PHONY: images bench-node
+.PHONY: images bench-node bench-cluster
 
 ## Build the project's images (images/README.md) as archives in the cache, imported by a real node;
 ## IMPORT=<containerd socket> also imports them into that containerd (namespace k8s.io).
@@ -68,3 +68,7 @@ images: deps
 ## The real node's figures: bootstrap, start, image builds, pod start latency, broker in pods vs local (root).
 bench-node: deps
 	$(CARGO) test -q -p dojo-testenv --bench node
+
+## Each level end to end in a cluster on the real node (chart, challenge.yaml, verifier Job): starter, then fix; LEVELS="1 3" picks some (root).
+bench-cluster: deps
+	$(CARGO) test -q -p dojo-chart-tests --bench levels_in_cluster -- $(LEVELS)

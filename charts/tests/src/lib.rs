@@ -1,14 +1,16 @@
 //! What the tests of the Helm chart, the dashboards and the alerting rules
 //! share: the pinned `helm`, `promtool` and `prometheus` (installed by
 //! `testenv/bootstrap/deps.sh helm prometheus`), the PromQL of the
-//! dashboards and rules, a real Prometheus on loopback, and the
-//! `dojo-operator` binary of this workspace.
+//! dashboards and rules, a real Prometheus on loopback, the binaries of this
+//! workspace, and a level played in a cluster ([`level`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dojo_testenv::process::{Process, Spec};
+
+pub mod level;
 use serde_json::Value;
 
 /// Pinned in `testenv/bootstrap/deps.sh` too (a test checks they agree).
@@ -31,6 +33,10 @@ pub enum Error {
     BinaryBuild { bin: String, detail: String },
     #[error("Prometheus on 127.0.0.1:{port}: {what}: {detail} (its log: {log})")]
     Prometheus { port: u16, what: String, detail: String, log: PathBuf },
+    #[error("{path}: {detail}")]
+    Yaml { path: PathBuf, detail: String },
+    #[error("the Kubernetes API: {0}")]
+    Kube(String),
     #[error("I/O on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
