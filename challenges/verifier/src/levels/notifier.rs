@@ -45,6 +45,26 @@ pub(super) async fn wait_healthy<P: Platform>(ctx: &mut Ctx<'_, P>, instance: &s
     Err(format!("no answer on http://{addr}/healthz within 30s"))
 }
 
+/// Requests per second `concurrency` callers get from `GET /healthz` in
+/// `for_`: what this machine, network and verifier can carry at the moment
+/// with no RocketMQ in the path, the yardstick for a throughput floor.
+pub async fn healthz_rate(http: &reqwest::Client, addr: &str, concurrency: usize, for_: Duration) -> f64 {
+    let start = Instant::now();
+    let answered: usize = futures::future::join_all((0..concurrency).map(|_| async move {
+        let mut n = 0;
+        while start.elapsed() < for_ {
+            if http.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                n += 1;
+            }
+        }
+        n
+    }))
+    .await
+    .into_iter()
+    .sum();
+    answered as f64 / start.elapsed().as_secs_f64()
+}
+
 /// `POST /notify` for `order_id`: the HTTP status, or `None` without an answer.
 pub async fn notify(http: &reqwest::Client, addr: &str, order_id: &str) -> Option<u16> {
     http.post(format!("http://{addr}/notify")).json(&serde_json::json!({ "order_id": order_id })).send().await.ok().map(|r| r.status().as_u16())
