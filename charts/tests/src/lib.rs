@@ -118,6 +118,19 @@ impl Helm {
     }
 }
 
+/// The shared control plane with a real node, or `None` (after saying why)
+/// where a real node cannot run here.
+pub async fn real_node_plane() -> Option<&'static dojo_testenv::ControlPlane> {
+    match dojo_testenv::ControlPlane::shared_with_real_node().await {
+        Ok(cp) => Some(cp),
+        Err(dojo_testenv::Error::NodeUnsupported { reason }) => {
+            eprintln!("SKIPPED: {reason}");
+            None
+        }
+        Err(e) => panic!("starting the control plane with a real node: {e}"),
+    }
+}
+
 /// `helm install` of the chart as release `ns` into namespace `ns`, with
 /// the operator image `image` (imported into the real node, never pulled)
 /// on the real node; returns once both operator pods are ready (their

@@ -9,21 +9,13 @@
 //! Needs root; skips, saying why, where a real node cannot run.
 
 use dojo_chart_tests::level::{self, Learner, reference, table};
-use dojo_chart_tests::Helm;
+use dojo_chart_tests::{Helm, real_node_plane};
 use dojo_crds::Phase;
-use dojo_testenv::{ControlPlane, Error};
 use dojo_verifier::workload::Variant;
 
 #[tokio::test]
 async fn level_3_fails_with_the_starter_then_passes_with_the_fix_in_a_cluster() {
-    let cp = match ControlPlane::shared_with_real_node().await {
-        Ok(cp) => cp,
-        Err(Error::NodeUnsupported { reason }) => {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-        Err(e) => panic!("starting the control plane with a real node: {e}"),
-    };
+    let Some(cp) = real_node_plane().await else { return };
     let _logs = cp.logs_on_panic();
     let info = dojo_verifier::levels::find(3).unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dojo_chart_tests::*;
 use dojo_crds::Challenge;
-use dojo_testenv::{ControlPlane, Error, eventually};
+use dojo_testenv::eventually;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -24,14 +24,7 @@ async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_operator_image_runs_in_the_charts_pods_elects_a_leader_and_reconciles() {
-    let cp = match ControlPlane::shared_with_real_node().await {
-        Ok(cp) => cp,
-        Err(Error::NodeUnsupported { reason }) => {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-        Err(e) => panic!("starting the control plane with a real node: {e}"),
-    };
+    let Some(cp) = real_node_plane().await else { return };
     let _logs = cp.logs_on_panic();
     let node = cp.real_node().expect("the plane has a real node");
     let dir = tempfile::tempdir().unwrap();
