@@ -190,7 +190,8 @@ pub fn broker_service(v: &ValidChallenge) -> Service {
     )
 }
 
-/// The brokers, one StatefulSet of one pod each when there are zones.
+/// The brokers, one StatefulSet of one pod each when there are zones; each
+/// attempt on a new, empty store (see the template's annotation).
 ///
 /// Why one StatefulSet per zone: a broker must know its zone when it
 /// starts (it registers it with the name server, and level 12's clients
@@ -256,7 +257,10 @@ pub fn brokers(v: &ValidChallenge) -> Vec<StatefulSet> {
                     "replicas": 1,
                     "serviceName": v.object_name("broker"),
                     "selector": {"matchLabels": v.broker_selector(i)},
-                    "template": {"metadata": {"labels": v.broker_labels(i)}, "spec": pod_spec},
+                    // A new attempt rolls the broker onto a fresh store: the
+                    // previous attempt's backlog, offsets and half messages
+                    // would be the next one's duplicates.
+                    "template": {"metadata": {"labels": v.broker_labels(i), "annotations": {ATTEMPT_LABEL: v.attempt.to_string()}}, "spec": pod_spec},
                 },
             }))
         })
@@ -557,6 +561,15 @@ mod tests {
         let o = build(&v, true);
         assert_eq!(o.brokers[0].spec.clone().unwrap().template.spec.unwrap().share_process_namespace, Some(true));
         assert_eq!(o.namesrv.spec.unwrap().template.spec.unwrap().share_process_namespace, Some(true));
+    }
+
+    #[test]
+    fn each_attempt_gets_a_broker_on_a_fresh_store() {
+        let annotation = |attempt| {
+            let sts = brokers(&validate(&challenge(4), attempt).unwrap()).remove(0);
+            sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[ATTEMPT_LABEL].clone()
+        };
+        assert_eq!((annotation(1), annotation(2)), ("1".to_string(), "2".to_string()));
     }
 
     #[test]

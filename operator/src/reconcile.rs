@@ -386,6 +386,16 @@ fn ready_replicas(cache: &Cache, ns: &str, name: &str) -> i32 {
     cached(&cache.statefulsets, ns, name).and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0)
 }
 
+/// Ready replicas of the StatefulSet's current template only: 0 while a
+/// new attempt rolls its pod.
+fn rolled_out_ready(cache: &Cache, ns: &str, name: &str) -> i32 {
+    cached(&cache.statefulsets, ns, name).map_or(0, |s| {
+        let st = s.status.clone().unwrap_or_default();
+        let current = st.observed_generation >= s.metadata.generation && st.update_revision.is_some() && st.current_revision == st.update_revision;
+        if current { st.ready_replicas.unwrap_or(0).min(st.updated_replicas.unwrap_or(0)) } else { 0 }
+    })
+}
+
 /// Each StatefulSet's readiness for `dojo_component_ready`: unlike
 /// `observe`'s, also while the verifier's faults take them down.
 fn components(cache: &Cache, v: &ValidChallenge) -> Vec<ComponentReady> {
@@ -404,7 +414,7 @@ fn observe(cache: &Cache, v: &ValidChallenge) -> Observation {
         return Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() };
     }
     let namesrv_ready = ready_replicas(cache, ns, &v.object_name("namesrv")) >= 1;
-    let brokers_ready = v.broker_sets().iter().map(|name| ready_replicas(cache, ns, name)).sum();
+    let brokers_ready = v.broker_sets().iter().map(|name| rolled_out_ready(cache, ns, name)).sum();
     let workload_ready = cached(&cache.deployments, ns, &v.object_name("workload")).is_some_and(|d| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let st = d.status.clone().unwrap_or_default();

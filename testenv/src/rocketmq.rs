@@ -97,7 +97,10 @@ impl Server {
                 conf_path.display().to_string(),
             ])
             .env("ROCKETMQ_HOME", home)
-            .cwd(home);
+            .cwd(home)
+            // A test binary killed by a signal leaks no JVM (started from
+            // the test's or a runtime worker's thread, which outlives it).
+            .die_with_parent();
         let proc_ = Process::spawn(name, spec, home.join("console.log"))?;
         let mut server = Server { role, name: name.to_string(), port, home: home.to_path_buf(), proc_ };
         server.wait_booted().await?;
