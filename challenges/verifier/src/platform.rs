@@ -65,7 +65,8 @@ pub trait Platform {
     /// Starts (or starts again) workload instance `instance`.
     async fn start_workload(&mut self, instance: &str) -> Result<(), PlatformError>;
 
-    /// Where instance `instance` serves HTTP, as the verifier reaches it.
+    /// Where instance `instance` serves HTTP, as the verifier reaches it; it
+    /// may change when the instance starts again (in a cluster, a new pod).
     fn workload_addr(&self, instance: &str) -> Option<String>;
 
     /// SIGTERM, then SIGKILL after `grace`.

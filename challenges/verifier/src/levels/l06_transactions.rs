@@ -97,7 +97,7 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
         return ctx.judge(Check::error("topic-created", "the verifier creates the topic", e));
     }
     let started_wall = now_ms();
-    let Some((http, addr)) = start_serving(ctx).await else { return };
+    let Some((http, mut addr)) = start_serving(ctx).await else { return };
 
     let mut answers: BTreeMap<String, Answer> = BTreeMap::new();
     let mut crashes: Vec<Crash> = Vec::new();
@@ -134,8 +134,9 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
                 ctx.phase(&format!("SIGKILL {}: {} order(s) in doubt ({}); starting it again in {}s", c.moment, c.in_doubt.len(), c.in_doubt.join(", "), RESTART_AFTER.as_secs()));
                 crashes.push(c);
                 tokio::time::sleep(RESTART_AFTER).await;
-                if !restart_serving(ctx, &http, &addr).await {
-                    return;
+                match restart_serving(ctx, &http).await {
+                    Some(a) => addr = a,
+                    None => return,
                 }
             }
         }
@@ -182,12 +183,15 @@ async fn start_serving<P: Platform>(ctx: &mut Ctx<'_, P>) -> Option<(reqwest::Cl
     Some((http, addr))
 }
 
-async fn restart_serving<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client, addr: &str) -> bool {
+/// Starts the service again after a crash; its address then (in a cluster
+/// a new pod, so a new one), or `None` once it has judged `workload-started`.
+async fn restart_serving<P: Platform>(ctx: &mut Ctx<'_, P>, http: &reqwest::Client) -> Option<String> {
     if let Err(e) = ctx.platform.start_workload(INSTANCE).await {
         ctx.judge(Check::error("workload-started", "the order service starts again after the crash", e.to_string()));
-        return false;
+        return None;
     }
-    wait_healthy(ctx, http, addr).await
+    let addr = ctx.platform.workload_addr(INSTANCE).expect("the order service serves HTTP");
+    wait_healthy(ctx, http, &addr).await.then_some(addr)
 }
 
 /// Waits until the service answers `GET /healthz`; judges `workload-started` if it never does.
