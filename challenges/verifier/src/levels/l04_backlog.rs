@@ -27,6 +27,8 @@ const INSTANCE: &str = "inventory-0";
 pub const DEFAULT_ORDERS: u32 = 50_000;
 /// Messages per batch send of the burst (one request to the broker each).
 const SEND_BATCH: usize = 100;
+/// Times a batch the broker refused is sent again.
+const SEND_RETRIES: u32 = 5;
 const SKUS: usize = 40;
 /// Every call costs this, whatever its size: batching is the way to go fast.
 const INVENTORY_LATENCY_MS: u64 = 5;
@@ -106,7 +108,20 @@ pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
             batch.push(Message::builder().topic(TOPIC).key(order_id).body_slice(body.as_bytes()).build().map_err(|e| e.to_string())?);
             if batch.len() == SEND_BATCH || i + 1 == orders {
                 let q = queues[(i / SEND_BATCH) % queues.len()].clone();
-                producer.send_batch_to_queue(std::mem::take(&mut batch), q).await.map_err(|e| format!("sending orders up to {i}: {e}"))?;
+                let batch = std::mem::take(&mut batch);
+                // A broker answering with an error code (flow control under
+                // the burst, on a busy machine) stored nothing: send again.
+                let mut refused = 0;
+                loop {
+                    match producer.send_batch_to_queue(batch.clone(), q.clone()).await {
+                        Ok(_) => break,
+                        Err(e) if e.broker_response_code().is_some() && refused < SEND_RETRIES => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(200) * refused).await;
+                        }
+                        Err(e) => return Err(format!("sending orders up to {i} ({refused} refusals before): {e}")),
+                    }
+                }
             }
         }
         Ok::<(), String>(())
