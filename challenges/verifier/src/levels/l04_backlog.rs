@@ -41,14 +41,17 @@ const FAIL_EVERY: u64 = 97;
 const FAILURES: u64 = 10;
 /// From the first message of the burst to the last reservation. One call at a
 /// time drains about 180 orders a second: 50,000 take over four minutes.
-/// Batches of 32 on four calls in flight drain them in well under one.
-const DEADLINE: Duration = Duration::from_secs(45);
+/// Batches of 32 on four calls in flight drain them in well under one. One
+/// order per call cannot make it: 50,000 at its 800/s cap (below) take 62.5 s.
+const DEADLINE: Duration = Duration::from_secs(55);
 /// Orders reserved per second until 99 % of them are, the floor a fix must
 /// clear (the last percent waits out the retry topic's 10 s delay). One order
 /// per call cannot pass it: the concurrency limit caps that at 4 calls / 5 ms
-/// = 800 orders/s. The fix (batches of 32) reserves 7,000/s alone on 2 cores
-/// and 2,300-4,200/s with another level running beside it, as in CI.
-const THROUGHPUT_FLOOR: f64 = 1_200.0;
+/// = 800 orders/s. The fix (batches of 32) reserves 7,000/s alone on 2 cores,
+/// 2,300-4,200/s with another level running beside it, as in CI, and
+/// 1,300-1,400/s in a cluster on the same 2 cores (the control plane and the
+/// node take their share).
+const THROUGHPUT_FLOOR: f64 = 1_000.0;
 /// The client confirms offsets to the broker every 5 s: the lag it shows
 /// reaches zero up to that long after the last reservation.
 const COMMIT_GRACE: Duration = Duration::from_secs(8);
