@@ -149,10 +149,13 @@ fn exit_text(code: i32, signal: Option<i32>) -> String {
 
 /// The exit of `container` in `pod`, if it terminated: (status, success).
 fn terminated(pod: &Pod, container: &str) -> Option<(String, bool)> {
-    let st = pod.status.as_ref()?;
-    let c = st.container_statuses.as_ref()?.iter().find(|c| c.name == container)?;
-    let t = c.state.as_ref()?.terminated.as_ref()?;
+    let t = container_status(pod, container)?.state.as_ref()?.terminated.as_ref()?;
     Some((exit_text(t.exit_code, t.signal), t.exit_code == 0))
+}
+
+/// Why an exec into `container` of `pod` could not start.
+fn exec_failed(pod: &str, container: &str, e: ::kube::Error) -> String {
+    format!("exec in {pod}/{container}: {e} (the verifier signals a container's processes with its `sh`)")
 }
 
 fn container_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
@@ -220,7 +223,7 @@ impl KubePlatform {
     /// what went wrong.
     async fn exec(&self, pod: &str, container: &str, script: &str) -> Result<String, String> {
         let params = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true);
-        let mut p = self.pods.exec(pod, ["sh", "-c", script], &params).await.map_err(|e| format!("exec in {pod}/{container}: {e} (the verifier signals a container's processes with its `sh`)"))?;
+        let mut p = self.pods.exec(pod, ["sh", "-c", script], &params).await.map_err(|e| exec_failed(pod, container, e))?;
         let (mut out, mut err) = (String::new(), String::new());
         let (mut so, mut se) = (p.stdout().ok_or("no stdout")?, p.stderr().ok_or("no stderr")?);
         let _ = tokio::join!(so.read_to_string(&mut out), se.read_to_string(&mut err));
@@ -240,7 +243,7 @@ impl KubePlatform {
     async fn signaller(&self, pod: &str, container: &str) -> Result<Signaller, String> {
         let script = format!("while read -r sig; do pids=$({CONTAINER_PIDS}); if [ -n \"$pids\" ]; then kill -$sig $pids; echo \"sent $?\"; else echo 'no process left'; fi; done");
         let params = AttachParams::default().container(container).stdin(true).stdout(true).stderr(false);
-        let mut session = self.pods.exec(pod, ["sh", "-c", script.as_str()], &params).await.map_err(|e| format!("exec in {pod}/{container}: {e} (the verifier signals a container's processes with its `sh`)"))?;
+        let mut session = self.pods.exec(pod, ["sh", "-c", script.as_str()], &params).await.map_err(|e| exec_failed(pod, container, e))?;
         let stdin = session.stdin().ok_or("no stdin")?;
         let acks = BufReader::new(session.stdout().ok_or("no stdout")?).lines();
         Ok(Signaller { _session: session, stdin, acks })
@@ -289,15 +292,6 @@ impl KubePlatform {
                 return None;
             }
             tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn note_peak(&mut self, instance: &str) {
-        let Some(pod) = self.instances.get(instance).filter(|i| i.exit.is_none()).map(|i| i.pod.clone()) else { return };
-        if let Some((_, hwm)) = self.stats(&pod, &self.container).await
-            && let Some(i) = self.instances.get_mut(instance)
-        {
-            i.peak_rss_kib = i.peak_rss_kib.max(hwm);
         }
     }
 
@@ -374,7 +368,8 @@ impl Platform for KubePlatform {
         if let Some((status, success)) = self.instance(instance)?.exit.clone() {
             return Ok(StopOutcome { exited_in_time: true, status, success, took: Duration::ZERO });
         }
-        self.note_peak(instance).await;
+        // A last look at its memory while it runs: the peak RSS figure.
+        self.workload_stats(instance).await;
         if let Err(e) = self.signal_instance(instance, "TERM").await {
             // It may have exited meanwhile; else the signal really failed.
             if self.workload_exit(instance).await.is_none() {
@@ -446,7 +441,7 @@ impl Platform for KubePlatform {
     async fn peak_rss_kib(&mut self) -> PeakRss {
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for name in &names {
-            self.note_peak(name).await;
+            self.workload_stats(name).await;
         }
         self.note_broker_peak().await;
         let workload = self.instances.values().map(|i| i.peak_rss_kib).filter(|k| *k > 0).max();
