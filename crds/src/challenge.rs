@@ -16,7 +16,7 @@ pub const DEFAULT_ROCKETMQ_VERSION: &str = "5.5.0";
 pub const DEFAULT_VERIFIER_IMAGE: &str = concat!("localhost/rocketmq-dojo/verifier:", env!("CARGO_PKG_VERSION"));
 
 /// Environment variables the operator sets on the workload (the contract of
-/// DESIGN.md); a learner's `spec.workload.env` may not override them.
+/// docs/DESIGN.md); a learner's `spec.workload.env` may not override them.
 pub const RESERVED_ENV: [&str; 5] = ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", "DOJO_INSTANCE", "OTEL_EXPORTER_OTLP_ENDPOINT"];
 
 /// One RocketMQ exercise: a level, the learner's workload image, and
@@ -38,7 +38,7 @@ pub const RESERVED_ENV: [&str; 5] = ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", 
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengeSpec {
-    /// The level to play, 1 to 12 (see LEVELS.md).
+    /// The level to play, 1 to 12 (`dojo list`; docs/LEVELS.md in the project).
     #[schemars(range(min = 1, max = 12))]
     pub level: u8,
     /// The learner's program: its image and how to start it.

@@ -24,7 +24,7 @@ pub const WORLD_PORT: u16 = 8080;
 pub const OTLP_PORT: u16 = 4317;
 const ZONE_KEY: &str = "topology.kubernetes.io/zone";
 /// Small heaps: an exercise broker, not a production one (see
-/// notes/rocketmq.md); the sizes testenv's local servers get
+/// docs/notes/rocketmq.md); the sizes testenv's local servers get
 /// (`Role::heap_mb`), so a level runs alike on a laptop and in a cluster.
 /// After the image's own options, so they win there too (apache/rocketmq
 /// sizes its heap from the machine otherwise).
@@ -281,7 +281,7 @@ pub fn broker_pdb(v: &ValidChallenge) -> Option<PodDisruptionBudget> {
     })
 }
 
-/// Exactly the environment contract of DESIGN.md, plus the learner's own
+/// Exactly the environment contract of docs/DESIGN.md, plus the learner's own
 /// variables; no pods while the verifier runs (see [`build`]).
 pub fn workload(v: &ValidChallenge, verifying: bool) -> Deployment {
     let mut env = vec![
