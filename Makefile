@@ -17,10 +17,12 @@ build:
 ## Play level 1 with its starter: builds it, runs it against a local RocketMQ, prints the verdict.
 ## A FAIL verdict is the expected outcome for a starter; only a run that could not happen fails make.
 ## Local play needs only the RocketMQ jars, not the Kubernetes tools.
+## Not quiet: the first run compiles `dojo` and the RocketMQ client (minutes),
+## and cargo's lines show it; the workload then reuses that build (README, "The first run").
 LEVEL ?= 1
 play:
 	@testenv/bootstrap/deps.sh rocketmq
-	@$(CARGO) run -q -p dojo -- play $(LEVEL); status=$$?; [ $$status -le 1 ]
+	@$(CARGO) run -p dojo -- play $(LEVEL); status=$$?; [ $$status -le 1 ]
 
 ## Every test, against real servers: the level tests while the Kubernetes tools build, then the rest (testenv/bootstrap/test.sh).
 test:

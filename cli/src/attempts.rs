@@ -18,7 +18,10 @@ fn path() -> std::path::PathBuf {
 }
 
 fn load() -> BTreeMap<u8, Record> {
-    std::fs::read_to_string(path()).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+    std::fs::read_to_string(path())
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }
 
 fn save(all: &BTreeMap<u8, Record>) -> std::io::Result<()> {
@@ -68,7 +71,11 @@ pub fn next_hint(level: u8, available: usize) -> std::io::Result<NextHint> {
 pub fn hints(level_dir: &Path) -> std::io::Result<Vec<String>> {
     let dir = level_dir.join("hints");
     let mut files: Vec<_> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect(),
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md"))
+            .collect(),
         Err(_) => return Ok(Vec::new()),
     };
     files.sort();

@@ -9,14 +9,18 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use dojo_testenv::{ControlPlane, RocketMq};
+use dojo_testenv::RocketMq;
 use dojo_verifier::levels::{self, LEVELS, LevelInfo};
 use dojo_verifier::progress::Console;
 use dojo_verifier::run::{self, PlayError};
 use dojo_verifier::{Verdict, workload};
 
 #[derive(Parser)]
-#[command(name = "dojo", version, about = "RocketMQ Dojo: hands-on RocketMQ levels against a real cluster")]
+#[command(
+    name = "dojo",
+    version,
+    about = "RocketMQ Dojo: hands-on RocketMQ levels against a real cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +41,14 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Judge a saved run again with this version's checkers, from the
+    /// observations it kept (its artefacts folder, named in its report).
+    Judge {
+        run_dir: PathBuf,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Show the next hint for a level; hints unlock one per failed attempt.
     Hint { level: u32 },
     /// Copy a level's starter to a folder of your own to work on.
@@ -49,7 +61,8 @@ enum Command {
     /// Start a local RocketMQ (and with --kube a Kubernetes control plane),
     /// print where everything listens, and keep it up until Ctrl-C.
     Up {
-        /// Also start etcd, kube-apiserver, controller-manager, scheduler and kwok.
+        /// Also start etcd, kube-apiserver, controller-manager, scheduler and
+        /// kwok (a `dojo` built with `--features kube`).
         #[arg(long)]
         kube: bool,
     },
@@ -69,7 +82,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List => list(),
-        Command::Play { level, workload, json } => play(level, workload, json).await,
+        Command::Play {
+            level,
+            workload,
+            json,
+        } => play(level, workload, json).await,
+        Command::Judge { run_dir, json } => judge(run_dir, json),
         Command::Hint { level } => hint(level),
         Command::Reset { level, into } => reset(level, into),
         Command::Up { kube } => up(kube).await,
@@ -84,9 +102,19 @@ async fn main() -> ExitCode {
 }
 
 fn list() -> Result<ExitCode, Refusal> {
-    println!("{:>3}  {:<6} {:<28} {:<40} {}", "#", "STARS", "TOPIC", "CORE PROBLEM", "PLAYABLE");
+    println!(
+        "{:>3}  {:<6} {:<28} {:<40} {}",
+        "#", "STARS", "TOPIC", "CORE PROBLEM", "PLAYABLE"
+    );
     for l in &LEVELS {
-        println!("{:>3}  {:<6} {:<28} {:<40} {}", l.number, "*".repeat(l.stars as usize), l.topic, l.problem, if l.playable { "yes" } else { "not yet" });
+        println!(
+            "{:>3}  {:<6} {:<28} {:<40} {}",
+            l.number,
+            "*".repeat(l.stars as usize),
+            l.topic,
+            l.problem,
+            if l.playable { "yes" } else { "not yet" }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -95,11 +123,18 @@ fn level(n: u32) -> Result<&'static LevelInfo, Refusal> {
     levels::find(n).map_err(Refusal)
 }
 
-async fn play(n: u32, workload: Option<PathBuf>, json: Option<PathBuf>) -> Result<ExitCode, Refusal> {
+async fn play(
+    n: u32,
+    workload: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<ExitCode, Refusal> {
     let info = level(n)?;
     let dir = workload.unwrap_or_else(|| info.dir().join("starter"));
     if !dir.is_dir() {
-        return Err(Refusal(format!("workload folder {} does not exist (`dojo reset {n}` makes one)", dir.display())));
+        return Err(Refusal(format!(
+            "workload folder {} does not exist (`dojo reset {n}` makes one)",
+            dir.display()
+        )));
     }
     let dir = dir.canonicalize()?;
     let mut progress = Console::new();
@@ -113,7 +148,8 @@ async fn play(n: u32, workload: Option<PathBuf>, json: Option<PathBuf>) -> Resul
     };
     println!("\n{}", report.render_table());
     if let Some(path) = json {
-        std::fs::write(&path, report.to_json()).map_err(|e| Refusal(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, report.to_json())
+            .map_err(|e| Refusal(format!("writing {}: {e}", path.display())))?;
     }
     let passed = report.verdict == Verdict::Pass;
     // An `error` verdict is the environment's fault, not an attempt.
@@ -123,19 +159,54 @@ async fn play(n: u32, workload: Option<PathBuf>, json: Option<PathBuf>) -> Resul
             println!("A hint is waiting: `dojo hint {n}`.");
         }
     }
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Re-judges a saved run; not an attempt (nothing was played).
+fn judge(run_dir: PathBuf, json: Option<PathBuf>) -> Result<ExitCode, Refusal> {
+    let report = run::rejudge(&run_dir, &mut Console::new()).map_err(Refusal)?;
+    println!("\n{}", report.render_table());
+    if let Some(path) = json {
+        std::fs::write(&path, report.to_json())
+            .map_err(|e| Refusal(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(if report.verdict == Verdict::Pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn hint(n: u32) -> Result<ExitCode, Refusal> {
     let info = level(n)?;
     let hints = attempts::hints(&info.dir())?;
     match attempts::next_hint(info.number, hints.len())? {
-        attempts::NextHint::Locked => println!("No hint yet: hints unlock one per failed attempt (`dojo play {n}`)."),
-        attempts::NextHint::AllShown => {
-            println!("All {} hints of level {n} are shown; here is the last one again:\n", hints.len());
-            println!("{}", hints.last().map(String::as_str).unwrap_or("(this level has no hints)"));
+        attempts::NextHint::Locked => {
+            println!("No hint yet: hints unlock one per failed attempt (`dojo play {n}`).")
         }
-        attempts::NextHint::Show(i) => println!("Hint {}/{} for level {n}:\n\n{}", i + 1, hints.len(), hints[i]),
+        attempts::NextHint::AllShown => {
+            println!(
+                "All {} hints of level {n} are shown; here is the last one again:\n",
+                hints.len()
+            );
+            println!(
+                "{}",
+                hints
+                    .last()
+                    .map(String::as_str)
+                    .unwrap_or("(this level has no hints)")
+            );
+        }
+        attempts::NextHint::Show(i) => println!(
+            "Hint {}/{} for level {n}:\n\n{}",
+            i + 1,
+            hints.len(),
+            hints[i]
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -144,11 +215,19 @@ fn reset(n: u32, into: Option<PathBuf>) -> Result<ExitCode, Refusal> {
     let info = level(n)?;
     let dst = into.unwrap_or_else(|| PathBuf::from(info.dir_name()));
     workload::copy_starter(&info.dir().join("starter"), &dst)?;
-    println!("The starter of level {n} is in {}.\nRead {}, fix the code, then: dojo play {n} --workload {}", dst.display(), info.dir().join("README.md").display(), dst.display());
+    println!(
+        "The starter of level {n} is in {}.\nRead {}, fix the code, then: dojo play {n} --workload {}",
+        dst.display(),
+        info.dir().join("README.md").display(),
+        dst.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn up(kube: bool) -> Result<ExitCode, Refusal> {
+    if kube && !cfg!(feature = "kube") {
+        return Err(Refusal("this dojo was built without Kubernetes: `cargo run -p dojo --features kube -- up --kube`".into()));
+    }
     let t0 = Instant::now();
     println!("starting RocketMQ (name server + broker) ...");
     let mq = RocketMq::start().await?;
@@ -156,10 +235,11 @@ async fn up(kube: bool) -> Result<ExitCode, Refusal> {
     println!("  NAMESRV_ADDR={}", mq.namesrv_addr());
     println!("  broker       {}", mq.broker_addr());
     println!("  data + logs  {}", mq.dir().display());
+    #[cfg(feature = "kube")]
     let plane = if kube {
         let t1 = Instant::now();
         println!("starting the Kubernetes control plane ...");
-        let plane = ControlPlane::start().await?;
+        let plane = dojo_testenv::ControlPlane::start().await?;
         println!("control plane ready in {:.1}s", t1.elapsed().as_secs_f64());
         println!("  API server   {}", plane.server_url());
         println!("  KUBECONFIG={}", plane.kubeconfig_path().display());
@@ -169,6 +249,7 @@ async fn up(kube: bool) -> Result<ExitCode, Refusal> {
     };
     println!("up; Ctrl-C stops everything");
     let _ = tokio::signal::ctrl_c().await;
+    #[cfg(feature = "kube")]
     drop(plane);
     drop(mq);
     println!("stopped");

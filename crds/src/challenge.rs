@@ -13,11 +13,20 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ROCKETMQ_IMAGE: &str = "apache/rocketmq:5.5.0";
 pub const DEFAULT_ROCKETMQ_VERSION: &str = "5.5.0";
 /// The verifier image built from this workspace (same version as the operator).
-pub const DEFAULT_VERIFIER_IMAGE: &str = concat!("localhost/rocketmq-dojo/verifier:", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_VERIFIER_IMAGE: &str = concat!(
+    "localhost/rocketmq-dojo/verifier:",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// Environment variables the operator sets on the workload (the contract of
 /// docs/DESIGN.md); a learner's `spec.workload.env` may not override them.
-pub const RESERVED_ENV: [&str; 5] = ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", "DOJO_INSTANCE", "OTEL_EXPORTER_OTLP_ENDPOINT"];
+pub const RESERVED_ENV: [&str; 5] = [
+    "NAMESRV_ADDR",
+    "WORLD_URL",
+    "DOJO_LEVEL",
+    "DOJO_INSTANCE",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
 
 /// One RocketMQ exercise: a level, the learner's workload image, and
 /// optionally a game-day fault schedule.
@@ -32,9 +41,18 @@ pub const RESERVED_ENV: [&str; 5] = ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", 
     doc = "A RocketMQ Dojo exercise: the operator deploys the level's RocketMQ cluster, the learner's workload and the verifier, and writes the verdict into the status.",
     printcolumn(name = "Level", type_ = "integer", json_path = ".spec.level"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Checks", type_ = "string", description = "checks passed / checks judged", json_path = ".status.checksSummary"),
+    printcolumn(
+        name = "Checks",
+        type_ = "string",
+        description = "checks passed / checks judged",
+        json_path = ".status.checksSummary"
+    ),
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ChallengeSpec {
@@ -239,7 +257,11 @@ pub struct RocketMq {
 
 impl Default for RocketMq {
     fn default() -> Self {
-        RocketMq { image: default_rocketmq_image(), version: default_rocketmq_version(), zones: None }
+        RocketMq {
+            image: default_rocketmq_image(),
+            version: default_rocketmq_version(),
+            zones: None,
+        }
     }
 }
 
@@ -261,7 +283,9 @@ pub struct Verifier {
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier { image: default_verifier_image() }
+        Verifier {
+            image: default_verifier_image(),
+        }
     }
 }
 
@@ -288,7 +312,15 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [Phase::Pending, Phase::Provisioning, Phase::Running, Phase::Verifying, Phase::Passed, Phase::Failed, Phase::Error];
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Provisioning,
+        Phase::Running,
+        Phase::Verifying,
+        Phase::Passed,
+        Phase::Failed,
+        Phase::Error,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -2,12 +2,18 @@
 //! `chal`): the types, the facts about each level, and the CRD with its CEL
 //! validation rules. The generated YAML is committed as `crds/challenge.yaml`.
 
+// The resource and its CRD need kube and schemars; the level facts need
+// nothing, which is all `dojo` takes from this crate.
+#[cfg(feature = "crd")]
 pub mod challenge;
 pub mod levels;
+#[cfg(feature = "crd")]
 pub mod schema;
 
+#[cfg(feature = "crd")]
 pub use challenge::*;
 pub use levels::{LEVELS, Level, level_facts};
+#[cfg(feature = "crd")]
 pub use schema::{InstallError, crd, crd_yaml, install};
 
 /// The API group of every Dojo resource and label prefix.

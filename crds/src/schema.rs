@@ -38,7 +38,9 @@ fn rules() -> Vec<(&'static [&'static str], Vec<Value>)> {
     let image_rule = |what: &str| {
         rule(
             "self.matches('^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$')",
-            &format!("{what} must be an image reference such as registry.example/shop/orders:1.2 (letters, digits and . _ / : @ -, no spaces)"),
+            &format!(
+                "{what} must be an image reference such as registry.example/shop/orders:1.2 (letters, digits and . _ / : @ -, no spaces)"
+            ),
         )
     };
     vec![
@@ -80,7 +82,10 @@ fn rules() -> Vec<(&'static [&'static str], Vec<Value>)> {
                     "message": format!("a fault's zone must be one of spec.rocketmq.zones (by default {})", DEFAULT_ZONES.join(", ")),
                     "fieldPath": ".faults",
                 }),
-                rule("self.level == oldSelf.level", "spec.level cannot change: create a new Challenge to play another level"),
+                rule(
+                    "self.level == oldSelf.level",
+                    "spec.level cannot change: create a new Challenge to play another level",
+                ),
                 rule(
                     "has(self.faults) == has(oldSelf.faults) && (!has(self.faults) || self.faults == oldSelf.faults)",
                     "spec.faults cannot change once a Challenge exists: a schedule changed mid-run would judge nothing; delete and re-create the Challenge",
@@ -98,29 +103,62 @@ fn rules() -> Vec<(&'static [&'static str], Vec<Value>)> {
         (
             &["spec", "faults", "[]"],
             vec![
-                rule("has(self.component) != has(self.zone)", "a fault targets exactly one of component and zone"),
-                rule("self.action != 'kill' || !has(self.durationSeconds)", "a kill is instantaneous (the pod restarts): remove durationSeconds"),
-                rule("self.action == 'kill' || has(self.durationSeconds)", "pause and isolate faults need durationSeconds: how long the fault lasts"),
+                rule(
+                    "has(self.component) != has(self.zone)",
+                    "a fault targets exactly one of component and zone",
+                ),
+                rule(
+                    "self.action != 'kill' || !has(self.durationSeconds)",
+                    "a kill is instantaneous (the pod restarts): remove durationSeconds",
+                ),
+                rule(
+                    "self.action == 'kill' || has(self.durationSeconds)",
+                    "pause and isolate faults need durationSeconds: how long the fault lasts",
+                ),
             ],
         ),
-        (&["spec", "rocketmq", "zones"], vec![rule("self.all(z, self.exists_one(y, y == z))", "spec.rocketmq.zones must name three distinct zones")]),
-        (&["spec", "rocketmq", "image"], vec![image_rule("spec.rocketmq.image")]),
-        (&["spec", "verifier", "image"], vec![image_rule("spec.verifier.image")]),
-        (&["spec", "workload", "image"], vec![image_rule("spec.workload.image")]),
+        (
+            &["spec", "rocketmq", "zones"],
+            vec![rule(
+                "self.all(z, self.exists_one(y, y == z))",
+                "spec.rocketmq.zones must name three distinct zones",
+            )],
+        ),
+        (
+            &["spec", "rocketmq", "image"],
+            vec![image_rule("spec.rocketmq.image")],
+        ),
+        (
+            &["spec", "verifier", "image"],
+            vec![image_rule("spec.verifier.image")],
+        ),
+        (
+            &["spec", "workload", "image"],
+            vec![image_rule("spec.workload.image")],
+        ),
         (
             &["spec", "workload", "env", "[]", "name"],
             vec![rule(
                 &format!("!(self in {})", quoted_list(&RESERVED_ENV)),
-                &format!("this variable is set by the operator (the environment contract: {}): remove it from spec.workload.env", RESERVED_ENV.join(", ")),
+                &format!(
+                    "this variable is set by the operator (the environment contract: {}): remove it from spec.workload.env",
+                    RESERVED_ENV.join(", ")
+                ),
             )],
         ),
         (
             &["spec", "workload", "resources", "requests"],
-            vec![rule("self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])", "resources name cpu, memory or ephemeral-storage only")],
+            vec![rule(
+                "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",
+                "resources name cpu, memory or ephemeral-storage only",
+            )],
         ),
         (
             &["spec", "workload", "resources", "limits"],
-            vec![rule("self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])", "resources name cpu, memory or ephemeral-storage only")],
+            vec![rule(
+                "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",
+                "resources name cpu, memory or ephemeral-storage only",
+            )],
         ),
     ]
 }
@@ -133,7 +171,10 @@ fn step<'a>(schema: &'a mut Value, path: &[&str]) -> &'a mut Value {
             "{}" => &mut at["additionalProperties"],
             name => &mut at["properties"][name],
         };
-        assert!(at.is_object(), "the schema has no {path:?}: a CEL rule points at a field that was renamed");
+        assert!(
+            at.is_object(),
+            "the schema has no {path:?}: a CEL rule points at a field that was renamed"
+        );
     }
     at
 }
@@ -146,7 +187,10 @@ pub fn crd() -> CustomResourceDefinition {
     // metadata field a CRD schema may constrain) so the name rules fit.
     schema["properties"]["metadata"] = json!({ "type": "object", "properties": { "name": { "type": "string", "maxLength": 63 } } });
     // The apiserver bounds CEL cost by the sizes of maps too.
-    for p in [["spec", "workload", "resources", "requests"], ["spec", "workload", "resources", "limits"]] {
+    for p in [
+        ["spec", "workload", "resources", "requests"],
+        ["spec", "workload", "resources", "limits"],
+    ] {
         step(schema, &p)["maxProperties"] = json!(3);
     }
     for (path, rules) in rules() {
@@ -159,7 +203,9 @@ pub fn crd() -> CustomResourceDefinition {
 /// The committed YAML (`crds/challenge.yaml`), with a header saying how to regenerate it.
 pub fn crd_yaml() -> String {
     let body = serde_yaml::to_string(&crd()).expect("a CRD serialises to YAML");
-    format!("# Generated by `make crds` (cargo run -p dojo-crds --bin crdgen) from crds/src: do not edit.\n{body}")
+    format!(
+        "# Generated by `make crds` (cargo run -p dojo-crds --bin crdgen) from crds/src: do not edit.\n{body}"
+    )
 }
 
 /// Applies the CRD (server-side apply as `dojo`) and waits until the API
@@ -170,12 +216,20 @@ pub async fn install(client: kube::Client) -> Result<(), InstallError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     let crd = crd();
     let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(&name, &PatchParams::apply("dojo").force(), &Patch::Apply(&crd)).await.map_err(InstallError::Apply)?;
+    crds.patch(
+        &name,
+        &PatchParams::apply("dojo").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(InstallError::Apply)?;
     let established = await_condition(crds, &name, conditions::is_crd_established());
     match tokio::time::timeout(std::time::Duration::from_secs(30), established).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(InstallError::Wait(e.to_string())),
-        Err(_) => Err(InstallError::Wait("not Established after 30s: see the kube-apiserver log".into())),
+        Err(_) => Err(InstallError::Wait(
+            "not Established after 30s: see the kube-apiserver log".into(),
+        )),
     }
 }
 

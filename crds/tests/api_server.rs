@@ -11,7 +11,9 @@ mod common;
 use common::yaml_files;
 
 async fn plane() -> &'static ControlPlane {
-    ControlPlane::shared().await.unwrap_or_else(|e| panic!("starting the control plane: {e}"))
+    ControlPlane::shared()
+        .await
+        .unwrap_or_else(|e| panic!("starting the control plane: {e}"))
 }
 
 /// `kubectl apply` of one YAML document in `ns`: Ok(stdout) or Err(stderr).
@@ -24,7 +26,11 @@ fn kubectl_apply(cp: &ControlPlane, ns: &str, doc: &str, scratch: &Path) -> Resu
         .arg(scratch)
         .output()
         .expect("kubectl runs");
-    if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).into_owned()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 #[tokio::test]
@@ -46,21 +52,43 @@ async fn samples_are_accepted_and_malformed_challenges_refused() {
     let files = yaml_files("tests/invalid");
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("a `# expect:` first line").trim().to_string();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("a `# expect:` first line")
+            .trim()
+            .to_string();
         let docs: Vec<&str> = text.split("\n---\n").collect();
         let (last, before) = docs.split_last().unwrap();
         for doc in before {
             if let Err(e) = kubectl_apply(cp, &ns, doc, &scratch) {
-                wrong.push(format!("{}: the accepted first document was refused: {e}", f.display()));
+                wrong.push(format!(
+                    "{}: the accepted first document was refused: {e}",
+                    f.display()
+                ));
             }
         }
         match kubectl_apply(cp, &ns, last, &scratch) {
             Ok(out) => wrong.push(format!("{}: accepted ({})", f.display(), out.trim())),
-            Err(e) if e.contains(&expect) => eprintln!("refused {}:\n  {}", f.file_name().unwrap().to_string_lossy(), e.trim()),
-            Err(e) => wrong.push(format!("{}: refused, but without {expect:?}: {e}", f.display())),
+            Err(e) if e.contains(&expect) => eprintln!(
+                "refused {}:\n  {}",
+                f.file_name().unwrap().to_string_lossy(),
+                e.trim()
+            ),
+            Err(e) => wrong.push(format!(
+                "{}: refused, but without {expect:?}: {e}",
+                f.display()
+            )),
         }
     }
-    assert!(wrong.is_empty(), "{} of {} malformed Challenges misjudged:\n{}", wrong.len(), files.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} malformed Challenges misjudged:\n{}",
+        wrong.len(),
+        files.len(),
+        wrong.join("\n")
+    );
 }
 
 fn tempfile_path() -> PathBuf {

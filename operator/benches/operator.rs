@@ -27,14 +27,25 @@ const PODS_PER_NODE: usize = 1000;
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_CHALLENGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let timeout = Duration::from_secs(std::env::var("BENCH_TIMEOUT_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(900));
+    let n: usize = std::env::var("BENCH_CHALLENGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let timeout = Duration::from_secs(
+        std::env::var("BENCH_TIMEOUT_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(900),
+    );
     let cp = plane().await;
     add_nodes(cp, (n * PODS_PER_CHALLENGE).div_ceil(PODS_PER_NODE)).await;
     tokio::spawn(renew_node_leases(cp));
     let ns = cp.new_namespace("bench").await.unwrap();
     let op = Operator::start_with_chart_role(cp, &ns).await;
-    eventually("the operator leads", common::WAIT, || async { Ok((op.metric("dojo_operator_leader").await == 1.0).then_some(())) }).await;
+    eventually("the operator leads", common::WAIT, || async {
+        Ok((op.metric("dojo_operator_leader").await == 1.0).then_some(()))
+    })
+    .await;
 
     let t0 = Instant::now();
     let api: Api<Challenge> = Api::namespaced(cp.client(), &ns);
@@ -47,8 +58,17 @@ async fn main() {
                 // 300 s budget must not cut it short: with 1,000 at once the
                 // controller-manager's StatefulSet controller alone needs
                 // minutes for the 2,000 StatefulSet pods.
-                ch.spec.overrides.get_or_insert_with(Default::default).provision_seconds = Some(3600);
-                api.patch(&format!("bench-{i}"), &PatchParams::apply("dojo-bench"), &Patch::Apply(&ch)).await.map(|_| ())
+                ch.spec
+                    .overrides
+                    .get_or_insert_with(Default::default)
+                    .provision_seconds = Some(3600);
+                api.patch(
+                    &format!("bench-{i}"),
+                    &PatchParams::apply("dojo-bench"),
+                    &Patch::Apply(&ch),
+                )
+                .await
+                .map(|_| ())
             }
         })
         .buffer_unordered(16)
@@ -63,13 +83,25 @@ async fn main() {
     // reasons are printed: a bench that hides failures measures nothing).
     let (all_settled, errors) = loop {
         let list = api.list(&ListParams::default()).await.unwrap().items;
-        let running = list.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.running_at.is_some())).count();
+        let running = list
+            .iter()
+            .filter(|c| c.status.as_ref().is_some_and(|s| s.running_at.is_some()))
+            .count();
         let errors: Vec<String> = list
             .iter()
-            .filter(|c| c.status.as_ref().is_some_and(|s| s.running_at.is_none() && s.phase == dojo_crds::Phase::Error))
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.running_at.is_none() && s.phase == dojo_crds::Phase::Error)
+            })
             .map(|c| {
                 let s = c.status.clone().unwrap_or_default();
-                let why = s.conditions.iter().find(|c| c.type_ == "Complete").map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+                let why = s
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Complete")
+                    .map(|c| format!("{}: {}", c.reason, c.message))
+                    .unwrap_or_default();
                 format!("{}: {why}", c.metadata.name.clone().unwrap_or_default())
             })
             .collect();
@@ -80,9 +112,18 @@ async fn main() {
         if last_report.elapsed() > Duration::from_secs(10) {
             // Fake nodes that miss heartbeats under load turn NotReady and
             // take their pods' readiness with them: say so when it happens.
-            let nodes = Api::<Node>::all(cp.client()).list(&ListParams::default().labels("type=kwok")).await.unwrap().items;
+            let nodes = Api::<Node>::all(cp.client())
+                .list(&ListParams::default().labels("type=kwok"))
+                .await
+                .unwrap()
+                .items;
             let not_ready = nodes.iter().filter(|n| !node_ready(n)).count();
-            eprintln!("  {:>6.1}s: {running}/{n} Running, {} in Error, {not_ready}/{} kwok nodes NotReady", t0.elapsed().as_secs_f64(), errors.len(), nodes.len());
+            eprintln!(
+                "  {:>6.1}s: {running}/{n} Running, {} in Error, {not_ready}/{} kwok nodes NotReady",
+                t0.elapsed().as_secs_f64(),
+                errors.len(),
+                nodes.len()
+            );
             last_report = Instant::now();
         }
         if t0.elapsed() > timeout {
@@ -90,10 +131,28 @@ async fn main() {
                 .iter()
                 .filter(|c| c.status.as_ref().is_none_or(|s| s.running_at.is_none()))
                 .take(5)
-                .map(|c| format!("{}: {}", c.metadata.name.clone().unwrap_or_default(), serde_json::to_string(&c.status).unwrap()))
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c.metadata.name.clone().unwrap_or_default(),
+                        serde_json::to_string(&c.status).unwrap()
+                    )
+                })
                 .collect();
-            let pods = Api::<Pod>::namespaced(cp.client(), &ns).list(&ListParams::default()).await.unwrap().items;
-            let unready = pods.iter().filter(|p| p.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Running")) && !pod_ready(p)).count();
+            let pods = Api::<Pod>::namespaced(cp.client(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items;
+            let unready = pods
+                .iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase.as_deref() == Some("Running"))
+                        && !pod_ready(p)
+                })
+                .count();
             panic!(
                 "only {running}/{n} Challenges Running after {timeout:?}; {unready} of {} pods are Running but not Ready \
                  (kube-controller-manager marks a node's pods NotReady when its heartbeats are more than \
@@ -115,35 +174,81 @@ async fn main() {
         println!("  in Error ({count}): {reason}, e.g. {example}");
     }
     let metrics = op.get("/metrics").await.unwrap();
-    let requests: f64 = ["apply", "get", "list", "patch", "create", "delete"].iter().map(|v| metric_value(&metrics, &format!(r#"dojo_api_requests_total{{verb="{v}"}}"#))).sum();
+    let requests: f64 = ["apply", "get", "list", "patch", "create", "delete"]
+        .iter()
+        .map(|v| {
+            metric_value(
+                &metrics,
+                &format!(r#"dojo_api_requests_total{{verb="{v}"}}"#),
+            )
+        })
+        .sum();
     let reconciles = metric_value(&metrics, r#"dojo_reconcile_total{result="ok"}"#);
     let (p50, p99) = (quantile(&metrics, 0.5), quantile(&metrics, 0.99));
 
     println!("dojo-operator on kwok: {n} level-3 Challenges");
-    println!("  created in                     {:>8.1} s", created.as_secs_f64());
-    println!("  all Running after              {:>8.1} s   ({} of {n} in Error instead)", all_settled.as_secs_f64(), errors.len());
-    println!("  reconciles (ok)                {:>8.0}   ({:.1} per Challenge)", reconciles, reconciles / n as f64);
+    println!(
+        "  created in                     {:>8.1} s",
+        created.as_secs_f64()
+    );
+    println!(
+        "  all Running after              {:>8.1} s   ({} of {n} in Error instead)",
+        all_settled.as_secs_f64(),
+        errors.len()
+    );
+    println!(
+        "  reconciles (ok)                {:>8.0}   ({:.1} per Challenge)",
+        reconciles,
+        reconciles / n as f64
+    );
     println!("  reconcile p50                  {:>8.3} s", p50);
     println!("  reconcile p99                  {:>8.3} s", p99);
-    println!("  API requests per Challenge     {:>8.1}   (reconciles' own; watches not counted)", requests / n as f64);
-    println!("  operator peak RSS              {:>8.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!(
+        "  API requests per Challenge     {:>8.1}   (reconciles' own; watches not counted)",
+        requests / n as f64
+    );
+    println!(
+        "  operator peak RSS              {:>8.1} MiB",
+        peak_rss_kib as f64 / 1024.0
+    );
     for c in cp.components() {
-        println!("  {:<30} {:>8.1} MiB", format!("{} RSS", c.name), c.rss_kib.unwrap_or(0) as f64 / 1024.0);
+        println!(
+            "  {:<30} {:>8.1} MiB",
+            format!("{} RSS", c.name),
+            c.rss_kib.unwrap_or(0) as f64 / 1024.0
+        );
     }
 }
 
 fn node_ready(node: &Node) -> bool {
-    node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn pod_ready(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// `field` (VmRSS, VmHWM) of /proc/<pid>/status in KiB.
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim_start_matches(':')
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// A quantile of `dojo_reconcile_duration_seconds{result="ok"}`, linearly
@@ -157,7 +262,11 @@ fn quantile(metrics: &str, q: f64) -> f64 {
                 return None;
             }
             let le = rest.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
@@ -170,7 +279,13 @@ fn quantile(metrics: &str, q: f64) -> f64 {
             if le.is_infinite() {
                 return lo;
             }
-            return lo + (le - lo) * if count > below { (rank - below) / (count - below) } else { 0.0 };
+            return lo
+                + (le - lo)
+                    * if count > below {
+                        (rank - below) / (count - below)
+                    } else {
+                        0.0
+                    };
         }
         (lo, below) = (le, count);
     }
@@ -188,7 +303,12 @@ async fn renew_node_leases(cp: &'static dojo_testenv::ControlPlane) {
     let nodes: Api<Node> = Api::all(cp.client());
     let leases: Api<Lease> = Api::namespaced(cp.client(), "kube-node-lease");
     loop {
-        for node in nodes.list(&ListParams::default().labels("type=kwok")).await.map(|l| l.items).unwrap_or_default() {
+        for node in nodes
+            .list(&ListParams::default().labels("type=kwok"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
             let name = node.metadata.name.clone().unwrap_or_default();
             let lease = serde_json::json!({
                 "apiVersion": "coordination.k8s.io/v1",
@@ -196,7 +316,14 @@ async fn renew_node_leases(cp: &'static dojo_testenv::ControlPlane) {
                 "metadata": {"name": name},
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())},
             });
-            if let Err(e) = leases.patch(&name, &PatchParams::apply("dojo-bench").force(), &Patch::Apply(&lease)).await {
+            if let Err(e) = leases
+                .patch(
+                    &name,
+                    &PatchParams::apply("dojo-bench").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await
+            {
                 eprintln!("  renewing the Lease of node {name}: {e}");
             }
         }

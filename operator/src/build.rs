@@ -78,7 +78,12 @@ pub fn build(v: &ValidChallenge, verifying: bool) -> Objects {
 }
 
 fn typed<T: DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).unwrap_or_else(|e| panic!("a builder produced an invalid {}: {e}", std::any::type_name::<T>()))
+    serde_json::from_value(value).unwrap_or_else(|e| {
+        panic!(
+            "a builder produced an invalid {}: {e}",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 fn metadata(v: &ValidChallenge, name: String, component: &str) -> Value {
@@ -104,7 +109,11 @@ fn headless_service(v: &ValidChallenge, component: &str, ports: Value) -> Servic
 }
 
 pub fn namesrv_service(v: &ValidChallenge) -> Service {
-    headless_service(v, "namesrv", json!([{"name": "namesrv", "port": NAMESRV_PORT}]))
+    headless_service(
+        v,
+        "namesrv",
+        json!([{"name": "namesrv", "port": NAMESRV_PORT}]),
+    )
 }
 
 pub fn namesrv(v: &ValidChallenge) -> StatefulSet {
@@ -144,16 +153,32 @@ pub fn namesrv(v: &ValidChallenge) -> StatefulSet {
 pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
     let mut lines: Vec<(String, String)> = vec![
         ("brokerClusterName".into(), "dojo".into()),
-        ("brokerName".into(), if v.level.brokers == 3 { "dojo-dledger".into() } else { "broker-a".into() }),
+        (
+            "brokerName".into(),
+            if v.level.brokers == 3 {
+                "dojo-dledger".into()
+            } else {
+                "broker-a".into()
+            },
+        ),
         ("brokerId".into(), "0".into()),
         ("brokerIP1".into(), "@POD_IP@".into()),
         ("listenPort".into(), BROKER_PORT.to_string()),
         ("haListenPort".into(), (BROKER_PORT + 1).to_string()),
         ("namesrvAddr".into(), v.namesrv_addr()),
         ("storePathRootDir".into(), "/home/rocketmq/store".into()),
-        ("storePathCommitLog".into(), "/home/rocketmq/store/commitlog".into()),
-        ("mappedFileSizeCommitLog".into(), (64 * 1024 * 1024).to_string()),
-        ("mappedFileSizeConsumeQueue".into(), (300_000 * 20).to_string()),
+        (
+            "storePathCommitLog".into(),
+            "/home/rocketmq/store/commitlog".into(),
+        ),
+        (
+            "mappedFileSizeCommitLog".into(),
+            (64 * 1024 * 1024).to_string(),
+        ),
+        (
+            "mappedFileSizeConsumeQueue".into(),
+            (300_000 * 20).to_string(),
+        ),
         ("autoCreateTopicEnable".into(), "true".into()),
         ("autoCreateSubscriptionGroup".into(), "true".into()),
         ("enablePropertyFilter".into(), "true".into()),
@@ -161,11 +186,20 @@ pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
         ("diskMaxUsedSpaceRatio".into(), "95".into()),
         ("flushDiskType".into(), "ASYNC_FLUSH".into()),
     ];
-    lines.extend(v.level.broker_settings.iter().map(|(k, val)| (k.to_string(), val.to_string())));
+    lines.extend(
+        v.level
+            .broker_settings
+            .iter()
+            .map(|(k, val)| (k.to_string(), val.to_string())),
+    );
     if v.level.brokers == 3 {
         let service = v.object_name("broker");
-        let peers: Vec<String> =
-            v.broker_pods().iter().enumerate().map(|(i, pod)| format!("n{i}-{pod}.{service}.{}.svc:{DLEDGER_PORT}", v.namespace)).collect();
+        let peers: Vec<String> = v
+            .broker_pods()
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| format!("n{i}-{pod}.{service}.{}.svc:{DLEDGER_PORT}", v.namespace))
+            .collect();
         lines.extend([
             ("enableDLegerCommitLog".into(), "true".into()),
             ("dLegerGroup".into(), "dojo-dledger".into()),
@@ -173,12 +207,16 @@ pub fn broker_conf(v: &ValidChallenge, ordinal: usize) -> String {
             ("dLegerSelfId".into(), format!("n{ordinal}")),
         ]);
     }
-    lines.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    lines
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect()
 }
 
 pub fn broker_config(v: &ValidChallenge) -> ConfigMap {
-    let data: BTreeMap<String, String> =
-        (0..v.level.brokers as usize).map(|i| (format!("broker-{i}.conf"), broker_conf(v, i))).collect();
+    let data: BTreeMap<String, String> = (0..v.level.brokers as usize)
+        .map(|i| (format!("broker-{i}.conf"), broker_conf(v, i)))
+        .collect();
     typed(json!({"metadata": metadata(v, v.object_name("broker"), "broker"), "data": data}))
 }
 
@@ -208,7 +246,9 @@ pub fn broker_service(v: &ValidChallenge) -> Service {
 /// environment; a pod lands in the zone its configuration names, by
 /// construction. Every broker gets its own `broker.conf` from the ConfigMap.
 pub fn brokers(v: &ValidChallenge) -> Vec<StatefulSet> {
-    let start = format!("set -e; sed \"s/@POD_IP@/$POD_IP/\" {CONF_DIR}/broker.conf > {BROKER_CONF}; exec sh mqbroker -c {BROKER_CONF}");
+    let start = format!(
+        "set -e; sed \"s/@POD_IP@/$POD_IP/\" {CONF_DIR}/broker.conf > {BROKER_CONF}; exec sh mqbroker -c {BROKER_CONF}"
+    );
     v.broker_sets()
         .into_iter()
         .enumerate()
@@ -293,7 +333,12 @@ pub fn workload(v: &ValidChallenge, verifying: bool) -> Deployment {
     if v.level.otlp {
         env.push(json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": v.otlp_endpoint()}));
     }
-    env.extend(v.workload.env.iter().map(|e| json!({"name": e.name, "value": e.value})));
+    env.extend(
+        v.workload
+            .env
+            .iter()
+            .map(|e| json!({"name": e.name, "value": e.value})),
+    );
     let mut container = json!({"name": "workload", "image": v.workload.image, "env": env});
     if let Some(p) = v.workload.image_pull_policy {
         container["imagePullPolicy"] = json!(p.as_str());
@@ -489,7 +534,13 @@ mod tests {
     }
 
     fn env_names(spec: &PodSpec) -> Vec<String> {
-        spec.containers[0].env.clone().unwrap_or_default().into_iter().map(|e| e.name).collect()
+        spec.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
     }
 
     #[test]
@@ -520,9 +571,22 @@ mod tests {
             assert_eq!(m.namespace.as_deref(), Some("team-a"));
             let owners = m.owner_references.as_ref().unwrap();
             assert_eq!(owners.len(), 1);
-            assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].controller), ("Challenge", "orders", Some(true)));
+            assert_eq!(
+                (
+                    owners[0].kind.as_str(),
+                    owners[0].name.as_str(),
+                    owners[0].controller
+                ),
+                ("Challenge", "orders", Some(true))
+            );
             let labels = m.labels.as_ref().unwrap();
-            for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"] {
+            for key in [
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/component",
+                "app.kubernetes.io/part-of",
+                "app.kubernetes.io/managed-by",
+            ] {
                 assert!(labels.contains_key(key), "{name} lacks {key}");
             }
             assert_eq!(labels["dojo.rmq.dev/challenge"], "orders");
@@ -534,17 +598,44 @@ mod tests {
     fn workload_gets_exactly_the_environment_contract() {
         let o = build(&valid(3), false);
         let spec = o.workload.spec.unwrap().template.spec.unwrap();
-        assert_eq!(env_names(&spec), ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", "DOJO_INSTANCE"]);
+        assert_eq!(
+            env_names(&spec),
+            ["NAMESRV_ADDR", "WORLD_URL", "DOJO_LEVEL", "DOJO_INSTANCE"]
+        );
         let env = spec.containers[0].env.clone().unwrap();
-        assert_eq!(env[0].value.as_deref(), Some("orders-namesrv.team-a.svc:9876"));
-        assert_eq!(env[1].value.as_deref(), Some("http://orders-world.team-a.svc:8080"));
+        assert_eq!(
+            env[0].value.as_deref(),
+            Some("orders-namesrv.team-a.svc:9876")
+        );
+        assert_eq!(
+            env[1].value.as_deref(),
+            Some("http://orders-world.team-a.svc:8080")
+        );
         assert_eq!(env[2].value.as_deref(), Some("3"));
-        let field = env[3].value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+        let field = env[3]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
         assert_eq!(field.field_path, "metadata.name");
-        assert_eq!(spec.containers[0].image.as_deref(), Some("registry.example/shop/orders:1.0"));
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("registry.example/shop/orders:1.0")
+        );
 
-        let spec10 = build(&valid(10), false).workload.spec.unwrap().template.spec.unwrap();
-        assert_eq!(env_names(&spec10).last().map(String::as_str), Some("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let spec10 = build(&valid(10), false)
+            .workload
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(
+            env_names(&spec10).last().map(String::as_str),
+            Some("OTEL_EXPORTER_OTLP_ENDPOINT")
+        );
     }
 
     #[test]
@@ -554,35 +645,87 @@ mod tests {
         assert_eq!((replicas(false), replicas(true)), (Some(1), Some(0)));
         // The verifier reads this template, and its own pod owns the instances.
         let role = verifier_role(&v).rules.unwrap();
-        let allows = |resource: &str, verb: &str| role.iter().any(|r| r.resources.as_ref().unwrap().iter().any(|x| x == resource) && r.verbs.iter().any(|x| x == verb));
-        for (resource, verb) in [("deployments", "get"), ("pods", "create"), ("pods/exec", "create"), ("pods/log", "get")] {
+        let allows = |resource: &str, verb: &str| {
+            role.iter().any(|r| {
+                r.resources.as_ref().unwrap().iter().any(|x| x == resource)
+                    && r.verbs.iter().any(|x| x == verb)
+            })
+        };
+        for (resource, verb) in [
+            ("deployments", "get"),
+            ("pods", "create"),
+            ("pods/exec", "create"),
+            ("pods/log", "get"),
+        ] {
             assert!(allows(resource, verb), "{resource} {verb}");
         }
         assert!(!allows("deployments", "patch") && !allows("deployments/scale", "patch"));
         let job = verifier_job(&v).spec.unwrap().template.spec.unwrap();
-        let pod_env = job.containers[0].env.clone().unwrap().into_iter().find(|e| e.name == "DOJO_POD").unwrap();
-        assert_eq!(pod_env.value_from.unwrap().field_ref.unwrap().field_path, "metadata.name");
+        let pod_env = job.containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "DOJO_POD")
+            .unwrap();
+        assert_eq!(
+            pod_env.value_from.unwrap().field_ref.unwrap().field_path,
+            "metadata.name"
+        );
         // Signals from inside a container reach a server that is not PID 1.
         let o = build(&v, true);
-        assert_eq!(o.brokers[0].spec.clone().unwrap().template.spec.unwrap().share_process_namespace, Some(true));
-        assert_eq!(o.namesrv.spec.unwrap().template.spec.unwrap().share_process_namespace, Some(true));
+        assert_eq!(
+            o.brokers[0]
+                .spec
+                .clone()
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .share_process_namespace,
+            Some(true)
+        );
+        assert_eq!(
+            o.namesrv
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .share_process_namespace,
+            Some(true)
+        );
     }
 
     #[test]
     fn each_attempt_gets_a_broker_on_a_fresh_store() {
         let annotation = |attempt| {
             let sts = brokers(&validate(&challenge(4), attempt).unwrap()).remove(0);
-            sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[ATTEMPT_LABEL].clone()
+            sts.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[ATTEMPT_LABEL]
+                .clone()
         };
-        assert_eq!((annotation(1), annotation(2)), ("1".to_string(), "2".to_string()));
+        assert_eq!(
+            (annotation(1), annotation(2)),
+            ("1".to_string(), "2".to_string())
+        );
     }
 
     #[test]
     fn learner_env_command_and_resources_are_passed_through() {
         let mut ch = challenge(4);
-        ch.spec.workload.env.push(dojo_crds::EnvVar { name: "RUST_LOG".into(), value: "debug".into() });
+        ch.spec.workload.env.push(dojo_crds::EnvVar {
+            name: "RUST_LOG".into(),
+            value: "debug".into(),
+        });
         ch.spec.workload.command = Some(vec!["/app/orders".into()]);
-        ch.spec.workload.resources = Some(serde_yaml::from_str("{requests: {cpu: 1, memory: 256Mi}}").unwrap());
+        ch.spec.workload.resources =
+            Some(serde_yaml::from_str("{requests: {cpu: 1, memory: 256Mi}}").unwrap());
         let d = workload(&validate(&ch, 1).unwrap(), false);
         let c = d.spec.unwrap().template.spec.unwrap().containers.remove(0);
         assert_eq!(c.env.unwrap().last().unwrap().name, "RUST_LOG");
@@ -600,12 +743,21 @@ mod tests {
         assert!(o.broker_pdb.is_none());
         let conf = &o.broker_config.data.as_ref().unwrap()["broker-0.conf"];
         assert!(conf.contains("namesrvAddr=orders-namesrv.team-a.svc:9876\n"));
-        assert!(conf.contains("enablePropertyFilter=true\n") && conf.contains("traceTopicEnable=true\n"));
+        assert!(
+            conf.contains("enablePropertyFilter=true\n")
+                && conf.contains("traceTopicEnable=true\n")
+        );
         assert!(!conf.contains("DLeger"));
         let pod = o.brokers[0].spec.clone().unwrap().template.spec.unwrap();
         assert!(pod.affinity.is_none());
         assert!(!env_names(&pod).contains(&"ROCKETMQ_ZONE".to_string()));
-        assert_eq!(o.namesrv.spec.unwrap().template.spec.unwrap().containers[0].command.clone().unwrap(), ["sh", "mqnamesrv"]);
+        assert_eq!(
+            o.namesrv.spec.unwrap().template.spec.unwrap().containers[0]
+                .command
+                .clone()
+                .unwrap(),
+            ["sh", "mqnamesrv"]
+        );
     }
 
     #[test]
@@ -618,25 +770,68 @@ mod tests {
         let data = o.broker_config.data.unwrap();
         assert_eq!(data.len(), 3);
         let mut selectors = BTreeSet::new();
-        for (i, (sts, zone)) in o.brokers.iter().zip(["eu-1a", "eu-1b", "eu-1c"]).enumerate() {
-            assert_eq!(sts.metadata.name.as_deref(), Some(format!("orders-broker-{i}").as_str()));
+        for (i, (sts, zone)) in o
+            .brokers
+            .iter()
+            .zip(["eu-1a", "eu-1b", "eu-1c"])
+            .enumerate()
+        {
+            assert_eq!(
+                sts.metadata.name.as_deref(),
+                Some(format!("orders-broker-{i}").as_str())
+            );
             let spec = sts.spec.clone().unwrap();
-            assert_eq!((spec.replicas, spec.service_name.as_deref()), (Some(1), Some("orders-broker")));
+            assert_eq!(
+                (spec.replicas, spec.service_name.as_deref()),
+                (Some(1), Some("orders-broker"))
+            );
             // The selectors of the three StatefulSets are disjoint and match their own template.
             let selector = spec.selector.match_labels.unwrap();
             let labels = spec.template.metadata.unwrap().labels.unwrap();
-            assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)), "{selector:?} vs {labels:?}");
+            assert!(
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+                "{selector:?} vs {labels:?}"
+            );
             assert!(selectors.insert(selector[BROKER_LABEL].clone()));
             let pod = spec.template.spec.unwrap();
             // Scheduled only into its zone, and told which zone that is.
-            let terms = &pod.affinity.clone().unwrap().node_affinity.unwrap().required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms;
+            let terms = &pod
+                .affinity
+                .clone()
+                .unwrap()
+                .node_affinity
+                .unwrap()
+                .required_during_scheduling_ignored_during_execution
+                .unwrap()
+                .node_selector_terms;
             let expr = &terms[0].match_expressions.as_ref().unwrap()[0];
-            assert_eq!((expr.key.as_str(), expr.operator.as_str(), expr.values.clone().unwrap()), (ZONE_KEY, "In", vec![zone.to_string()]));
-            let env: BTreeMap<String, String> = pod.containers[0].env.clone().unwrap().into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+            assert_eq!(
+                (
+                    expr.key.as_str(),
+                    expr.operator.as_str(),
+                    expr.values.clone().unwrap()
+                ),
+                (ZONE_KEY, "In", vec![zone.to_string()])
+            );
+            let env: BTreeMap<String, String> = pod.containers[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect();
             assert_eq!(env["ROCKETMQ_ZONE"], zone);
             // Its own broker.conf, whatever its pod's name.
-            let items = pod.volumes.unwrap()[0].config_map.clone().unwrap().items.unwrap();
-            assert_eq!((items[0].key.clone(), items[0].path.as_str()), (format!("broker-{i}.conf"), "broker.conf"));
+            let items = pod.volumes.unwrap()[0]
+                .config_map
+                .clone()
+                .unwrap()
+                .items
+                .unwrap();
+            assert_eq!(
+                (items[0].key.clone(), items[0].path.as_str()),
+                (format!("broker-{i}.conf"), "broker.conf")
+            );
             let conf = &data[&items[0].key];
             assert!(conf.contains("enableDLegerCommitLog=true\n"));
             assert!(conf.contains(&format!("dLegerSelfId=n{i}\n")));
@@ -644,8 +839,14 @@ mod tests {
             assert!(conf.contains("brokerName=dojo-dledger\n"));
         }
         let pdb = o.broker_pdb.unwrap().spec.unwrap();
-        assert_eq!(pdb.min_available.unwrap(), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2));
-        assert_eq!(pdb.selector.unwrap().match_labels.unwrap(), v.selector("broker"));
+        assert_eq!(
+            pdb.min_available.unwrap(),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2)
+        );
+        assert_eq!(
+            pdb.selector.unwrap().match_labels.unwrap(),
+            v.selector("broker")
+        );
     }
 
     #[test]
@@ -662,9 +863,21 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some(dojo_crds::DEFAULT_VERIFIER_IMAGE));
-        assert_eq!(c.command.clone().unwrap(), ["dojo-verifier", "--level", "12", "--platform", "kube"]);
-        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
-        let env: BTreeMap<String, String> = c.env.clone().unwrap().into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+        assert_eq!(
+            c.command.clone().unwrap(),
+            ["dojo-verifier", "--level", "12", "--platform", "kube"]
+        );
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        let env: BTreeMap<String, String> = c
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
         assert_eq!(env["DOJO_ZONES"], "zone-a,zone-b,zone-c");
         let faults: Value = serde_json::from_str(&env["DOJO_FAULTS"]).unwrap();
         assert_eq!(faults[1]["zone"], "zone-b");
@@ -674,7 +887,11 @@ mod tests {
     #[test]
     fn broker_conf_carries_the_level_settings_the_scenario_relies_on() {
         let six = broker_conf(&valid(6), 0);
-        assert!(six.contains("transactionCheckInterval=1000\n") && six.contains("transactionTimeOut=4000\n"), "{six}");
+        assert!(
+            six.contains("transactionCheckInterval=1000\n")
+                && six.contains("transactionTimeOut=4000\n"),
+            "{six}"
+        );
         assert!(!broker_conf(&valid(1), 0).contains("transactionCheckInterval"));
     }
 
@@ -682,26 +899,55 @@ mod tests {
     fn verifier_role_is_namespaced_and_names_its_pods() {
         let role = verifier_role(&valid(12));
         let rules = role.rules.unwrap();
-        let delete = rules.iter().find(|r| r.verbs.contains(&"delete".to_string()) && r.resources.as_ref().unwrap() == &["pods"]).unwrap();
-        assert_eq!(delete.resource_names.clone().unwrap(), ["orders-namesrv-0", "orders-broker-0-0", "orders-broker-1-0", "orders-broker-2-0"]);
+        let delete = rules
+            .iter()
+            .find(|r| {
+                r.verbs.contains(&"delete".to_string())
+                    && r.resources.as_ref().unwrap() == &["pods"]
+            })
+            .unwrap();
+        assert_eq!(
+            delete.resource_names.clone().unwrap(),
+            [
+                "orders-namesrv-0",
+                "orders-broker-0-0",
+                "orders-broker-1-0",
+                "orders-broker-2-0"
+            ]
+        );
         assert!(rules.iter().all(|r| !r.verbs.contains(&"*".to_string())));
         let binding = verifier_binding(&valid(12));
-        assert_eq!(binding.subjects.unwrap()[0].namespace.as_deref(), Some("team-a"));
+        assert_eq!(
+            binding.subjects.unwrap()[0].namespace.as_deref(),
+            Some("team-a")
+        );
     }
 
     #[test]
     fn network_policy_admits_only_the_challenge_and_dns() {
         let np = isolation(&valid(3)).spec.unwrap();
-        assert_eq!(np.pod_selector.unwrap().match_labels.unwrap()["dojo.rmq.dev/challenge"], "orders");
+        assert_eq!(
+            np.pod_selector.unwrap().match_labels.unwrap()["dojo.rmq.dev/challenge"],
+            "orders"
+        );
         assert_eq!(np.policy_types.unwrap(), ["Ingress", "Egress"]);
         let egress = np.egress.unwrap();
         assert_eq!(egress.len(), 2);
-        let dns_ports: Vec<i32> = egress[1].ports.clone().unwrap().iter().map(|p| match p.port.clone().unwrap() {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i,
-            other => panic!("{other:?}"),
-        }).collect();
+        let dns_ports: Vec<i32> = egress[1]
+            .ports
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|p| match p.port.clone().unwrap() {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i,
+                other => panic!("{other:?}"),
+            })
+            .collect();
         assert_eq!(dns_ports, [53, 53]);
         let from = &np.ingress.unwrap()[0].from.clone().unwrap()[0];
-        assert_eq!(from.pod_selector.clone().unwrap().match_labels.unwrap()["dojo.rmq.dev/challenge"], "orders");
+        assert_eq!(
+            from.pod_selector.clone().unwrap().match_labels.unwrap()["dojo.rmq.dev/challenge"],
+            "orders"
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -34,7 +34,9 @@ pub struct LeaderElector {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("leader election through Lease {namespace}/{name}: {source} (the operator's ServiceAccount needs get, create and update on leases in that namespace)")]
+#[error(
+    "leader election through Lease {namespace}/{name}: {source} (the operator's ServiceAccount needs get, create and update on leases in that namespace)"
+)]
 pub struct LeaseError {
     namespace: String,
     name: String,
@@ -44,7 +46,10 @@ pub struct LeaseError {
 
 impl LeaderElector {
     pub fn new(client: Client, config: LeaseConfig) -> LeaderElector {
-        LeaderElector { api: Api::namespaced(client, &config.namespace), config }
+        LeaderElector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -52,7 +57,11 @@ impl LeaderElector {
     }
 
     fn err(&self, source: kube::Error) -> LeaseError {
-        LeaseError { namespace: self.config.namespace.clone(), name: self.config.name.clone(), source }
+        LeaseError {
+            namespace: self.config.namespace.clone(),
+            name: self.config.name.clone(),
+            source,
+        }
     }
 
     /// One round: Ok(true) if this replica holds the Lease afterwards.
@@ -60,11 +69,18 @@ impl LeaderElector {
     pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaseError> {
         let now = Timestamp::now();
         let secs = self.config.duration.as_secs() as i32;
-        let existing = self.api.get_opt(&self.config.name).await.map_err(|e| self.err(e))?;
+        let existing = self
+            .api
+            .get_opt(&self.config.name)
+            .await
+            .map_err(|e| self.err(e))?;
         let result = match existing {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.config.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.config.identity.clone()),
                         lease_duration_seconds: Some(secs),
@@ -74,15 +90,23 @@ impl LeaderElector {
                         ..Default::default()
                     }),
                 };
-                self.api.create(&PostParams::default(), &lease).await.map(|_| true)
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| true)
             }
             Some(mut lease) => {
                 let spec = lease.spec.get_or_insert_with(Default::default);
                 let mine = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
-                let held_for = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).into());
+                let held_for =
+                    SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).into());
                 // client-go releases with an empty holder, this operator with none.
                 let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-                let expired = released || spec.renew_time.as_ref().is_none_or(|t| t.0 + held_for < now);
+                let expired = released
+                    || spec
+                        .renew_time
+                        .as_ref()
+                        .is_none_or(|t| t.0 + held_for < now);
                 if !mine && !expired {
                     return Ok(false);
                 }
@@ -95,7 +119,10 @@ impl LeaderElector {
                 spec.renew_time = Some(MicroTime(now));
                 // `replace` sends the resourceVersion read above: a
                 // concurrent writer makes this fail with 409.
-                self.api.replace(&self.config.name, &PostParams::default(), &lease).await.map(|_| true)
+                self.api
+                    .replace(&self.config.name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| true)
             }
         };
         match result {
@@ -119,7 +146,12 @@ impl LeaderElector {
     /// over on its next try instead of after the Lease expires. Call it only
     /// once reconciling has stopped.
     pub async fn release(&self) -> Result<(), LeaseError> {
-        let Some(mut lease) = self.api.get_opt(&self.config.name).await.map_err(|e| self.err(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.config.name)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
             return Ok(());
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
@@ -132,7 +164,11 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now.clone());
         spec.acquire_time = Some(now);
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(()),
             // Someone else wrote it in between: it is not ours to release any more.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
@@ -150,7 +186,9 @@ impl LeaderElector {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
                 Ok(false) => return LeaseLost("another replica holds the Lease".into()),
                 // A blip is tolerated while the Lease is still ours.
-                Err(e) if last_renewed.elapsed() + self.config.renew_every < self.config.duration => {
+                Err(e)
+                    if last_renewed.elapsed() + self.config.renew_every < self.config.duration =>
+                {
                     tracing::warn!(error = %e, "renewing the Lease failed; retrying");
                 }
                 Err(e) => return LeaseLost(e.to_string()),

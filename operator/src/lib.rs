@@ -29,11 +29,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
@@ -71,10 +71,19 @@ pub struct Shared {
 /// finish, the Lease is released for the standby and `run` returns Ok.
 /// Returns an error when leadership is lost (the process should exit and
 /// be restarted, as client-go operators do).
-pub async fn run(client: Client, opts: Options, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    client: Client,
+    opts: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let shutdown = shutdown.boxed().shared();
     let shared = Arc::new(Shared::default());
-    let listener = tokio::net::TcpListener::bind(opts.http_addr).await.map_err(|source| RunError::Listen { addr: opts.http_addr, source })?;
+    let listener = tokio::net::TcpListener::bind(opts.http_addr)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: opts.http_addr,
+            source,
+        })?;
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics /healthz /readyz");
     tokio::spawn(serve(listener, shared.clone()));
 
@@ -145,30 +154,68 @@ fn forgetting<K: kube::Resource>(
 
 /// Metadata-only events of an owned kind whose contents no reconcile reads
 /// (it only needs to know that one changed or went): no bodies held or decoded.
-fn owned<K>(client: &Client, opts: &Options, applied: &Arc<AppliedCache>) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+fn owned<K>(
+    client: &Client,
+    opts: &Options,
+    applied: &Arc<AppliedCache>,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
 {
-    let events = watcher(scoped::<PartialObjectMeta<K>>(client, &opts.namespace), mine()).default_backoff();
+    let events = watcher(
+        scoped::<PartialObjectMeta<K>>(client, &opts.namespace),
+        mine(),
+    )
+    .default_backoff();
     forgetting(events, applied.clone(), true).touched_objects()
 }
 
 /// Events of a kind whose status the reconciles judge, kept in `writer`'s
 /// store, which `reconcile::observe` reads instead of asking the API
 /// server. Only what it reads is kept: no managedFields, no pod templates.
-fn cached<K>(client: &Client, opts: &Options, applied: &Arc<AppliedCache>, writer: Writer<K>, reapply: bool) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+fn cached<K>(
+    client: &Client,
+    opts: &Options,
+    applied: &Arc<AppliedCache>,
+    writer: Writer<K>,
+    reapply: bool,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + reconcile::Trim + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + reconcile::Trim
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let events = watcher(scoped::<K>(client, &opts.namespace), mine()).default_backoff().modify(|o: &mut K| {
-        o.managed_fields_mut().clear();
-        o.trim();
-    });
-    forgetting(events, applied.clone(), reapply).reflect(writer).touched_objects()
+    let events = watcher(scoped::<K>(client, &opts.namespace), mine())
+        .default_backoff()
+        .modify(|o: &mut K| {
+            o.managed_fields_mut().clear();
+            o.trim();
+        });
+    forgetting(events, applied.clone(), reapply)
+        .reflect(writer)
+        .touched_objects()
 }
 
-async fn controller(client: Client, opts: &Options, shared: Arc<Shared>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let reporter = Reporter { controller: MANAGER.into(), instance: Some(opts.lease.identity.clone()) };
+async fn controller(
+    client: Client,
+    opts: &Options,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: Some(opts.lease.identity.clone()),
+    };
     let applied = Arc::new(AppliedCache::default());
     let (statefulsets, sts_writer) = reflector::store();
     let (deployments, deployment_writer) = reflector::store();
@@ -180,39 +227,51 @@ async fn controller(client: Client, opts: &Options, shared: Arc<Shared>, shutdow
         recorder: Recorder::new(client.clone(), reporter),
         report_grace: opts.report_grace,
         applied: applied.clone(),
-        cache: Cache { statefulsets, deployments, jobs, pods },
+        cache: Cache {
+            statefulsets,
+            deployments,
+            jobs,
+            pods,
+        },
     });
     let (c, a) = (&client, &applied);
     // One watch per kind the Challenge owns, whatever the number of
     // Challenges; a deleted object comes back within a reconcile.
-    let controller = Controller::new(scoped::<Challenge>(c, &opts.namespace), watcher::Config::default())
-        .owns_stream(cached::<StatefulSet>(c, opts, a, sts_writer, true))
-        .owns_stream(cached::<Deployment>(c, opts, a, deployment_writer, true))
-        // The verifier Job is applied by the phase logic, not by `apply_all`.
-        .owns_stream(cached::<Job>(c, opts, a, job_writer, false))
-        .owns_stream(owned::<Service>(c, opts, a))
-        .owns_stream(owned::<ConfigMap>(c, opts, a))
-        .owns_stream(owned::<ServiceAccount>(c, opts, a))
-        .owns_stream(owned::<Role>(c, opts, a))
-        .owns_stream(owned::<RoleBinding>(c, opts, a))
-        .owns_stream(owned::<NetworkPolicy>(c, opts, a))
-        .owns_stream(owned::<PodDisruptionBudget>(c, opts, a))
-        // Pods are owned by ReplicaSets and Jobs, not by the Challenge:
-        // their label names the Challenge (the verifier's report and image
-        // pull errors show up on pods first).
-        .watches_stream(cached::<Pod>(c, opts, a, pod_writer, false), |pod: Pod| {
-            let ns = pod.namespace();
-            pod.labels().get(CHALLENGE_LABEL).map(|name| {
-                let r = ObjectRef::<Challenge>::new(name);
-                match ns {
-                    Some(ns) => r.within(&ns),
-                    None => r,
-                }
-            })
+    let controller = Controller::new(
+        scoped::<Challenge>(c, &opts.namespace),
+        watcher::Config::default(),
+    )
+    .owns_stream(cached::<StatefulSet>(c, opts, a, sts_writer, true))
+    .owns_stream(cached::<Deployment>(c, opts, a, deployment_writer, true))
+    // The verifier Job is applied by the phase logic, not by `apply_all`.
+    .owns_stream(cached::<Job>(c, opts, a, job_writer, false))
+    .owns_stream(owned::<Service>(c, opts, a))
+    .owns_stream(owned::<ConfigMap>(c, opts, a))
+    .owns_stream(owned::<ServiceAccount>(c, opts, a))
+    .owns_stream(owned::<Role>(c, opts, a))
+    .owns_stream(owned::<RoleBinding>(c, opts, a))
+    .owns_stream(owned::<NetworkPolicy>(c, opts, a))
+    .owns_stream(owned::<PodDisruptionBudget>(c, opts, a))
+    // Pods are owned by ReplicaSets and Jobs, not by the Challenge:
+    // their label names the Challenge (the verifier's report and image
+    // pull errors show up on pods first).
+    .watches_stream(cached::<Pod>(c, opts, a, pod_writer, false), |pod: Pod| {
+        let ns = pod.namespace();
+        pod.labels().get(CHALLENGE_LABEL).map(|name| {
+            let r = ObjectRef::<Challenge>::new(name);
+            match ns {
+                Some(ns) => r.within(&ns),
+                None => r,
+            }
         })
-        // A pod's start is a burst of status updates: one reconcile for the lot.
-        .with_config(kube::runtime::controller::Config::default().concurrency(opts.concurrency).debounce(Duration::from_millis(500)))
-        .graceful_shutdown_on(shutdown);
+    })
+    // A pod's start is a burst of status updates: one reconcile for the lot.
+    .with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(opts.concurrency)
+            .debounce(Duration::from_millis(500)),
+    )
+    .graceful_shutdown_on(shutdown);
     let _ = shared.store.set(controller.store());
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -226,12 +285,22 @@ async fn controller(client: Client, opts: &Options, shared: Arc<Shared>, shutdow
 
 async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = axum::Router::new()
-        .route("/metrics", get(|State(s): State<Arc<Shared>>| async move { s.metrics.render(s.store.get()) }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Shared>>| async move { s.metrics.render(s.store.get()) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(|State(s): State<Arc<Shared>>| async move {
-                if s.ready.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "waiting for the API server") }
+                if s.ready.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for the API server",
+                    )
+                }
             }),
         )
         .with_state(shared);
@@ -244,7 +313,10 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("listening on {addr}: {source} (choose another --http-addr)")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Lease(#[from] leader::LeaseError),
     #[error("lost leadership ({0}): exiting so that a restart re-joins the election")]

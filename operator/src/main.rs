@@ -10,7 +10,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "The RocketMQ Dojo operator: turns Challenges into running exercises and verdicts")]
+#[command(
+    version,
+    about = "The RocketMQ Dojo operator: turns Challenges into running exercises and verdicts"
+)]
 struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "DOJO_WATCH_NAMESPACE")]
@@ -42,10 +45,16 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
     let args = Args::parse();
     let identity = args.identity.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "dojo".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "dojo".into());
         format!("{host}-{}", std::process::id())
     });
     let lease = LeaseConfig {
@@ -66,7 +75,9 @@ async fn main() {
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("dojo-operator: no Kubernetes client ({e}): set KUBECONFIG or run in a pod with a ServiceAccount");
+            eprintln!(
+                "dojo-operator: no Kubernetes client ({e}): set KUBECONFIG or run in a pod with a ServiceAccount"
+            );
             std::process::exit(2);
         }
     };

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use dojo_crds::{Challenge, Phase};
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// Whether one StatefulSet of a Challenge (the name server, a broker) has a
 /// ready pod, as its last reconcile saw it.
@@ -46,25 +49,75 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let reconciles = IntCounterVec::new(Opts::new("dojo_reconcile_total", "Reconciles by result: ok or the error reason"), &["result"]).unwrap();
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new("dojo_reconcile_duration_seconds", "Duration of one reconcile by result")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "dojo_reconcile_total",
+                "Reconciles by result: ok or the error reason",
+            ),
             &["result"],
         )
         .unwrap();
-        let api_requests = IntCounterVec::new(Opts::new("dojo_api_requests_total", "Requests to the API server made by reconciles, by verb"), &["verb"]).unwrap();
-        let challenges = IntGaugeVec::new(Opts::new("dojo_challenges", "Challenges by level and phase"), &["level", "phase"]).unwrap();
-        let checks = IntCounterVec::new(Opts::new("dojo_checks_total", "Judged checks by level, check id and verdict"), &["level", "check", "verdict"]).unwrap();
-        let verdicts = IntCounterVec::new(Opts::new("dojo_attempt_results_total", "Finished attempts by level and final phase"), &["level", "phase"]).unwrap();
-        let attempts = IntCounterVec::new(Opts::new("dojo_attempts_total", "Attempts started by level"), &["level"]).unwrap();
-        let time_to_pass = HistogramVec::new(
-            HistogramOpts::new("dojo_time_to_pass_seconds", "From a Challenge's first attempt to its first pass, by level")
-                .buckets(vec![60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 86400.0]),
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dojo_reconcile_duration_seconds",
+                "Duration of one reconcile by result",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["result"],
+        )
+        .unwrap();
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "dojo_api_requests_total",
+                "Requests to the API server made by reconciles, by verb",
+            ),
+            &["verb"],
+        )
+        .unwrap();
+        let challenges = IntGaugeVec::new(
+            Opts::new("dojo_challenges", "Challenges by level and phase"),
+            &["level", "phase"],
+        )
+        .unwrap();
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "dojo_checks_total",
+                "Judged checks by level, check id and verdict",
+            ),
+            &["level", "check", "verdict"],
+        )
+        .unwrap();
+        let verdicts = IntCounterVec::new(
+            Opts::new(
+                "dojo_attempt_results_total",
+                "Finished attempts by level and final phase",
+            ),
+            &["level", "phase"],
+        )
+        .unwrap();
+        let attempts = IntCounterVec::new(
+            Opts::new("dojo_attempts_total", "Attempts started by level"),
             &["level"],
         )
         .unwrap();
-        let leader = IntGauge::new("dojo_operator_leader", "1 while this replica holds the leader Lease").unwrap();
+        let time_to_pass = HistogramVec::new(
+            HistogramOpts::new(
+                "dojo_time_to_pass_seconds",
+                "From a Challenge's first attempt to its first pass, by level",
+            )
+            .buckets(vec![
+                60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 86400.0,
+            ]),
+            &["level"],
+        )
+        .unwrap();
+        let leader = IntGauge::new(
+            "dojo_operator_leader",
+            "1 while this replica holds the leader Lease",
+        )
+        .unwrap();
         let figures = GaugeVec::new(
             Opts::new("dojo_challenge_figure", "A figure of the current attempt's verifier report (RTO, lost, duplicated, ...), its name in snake case"),
             &["namespace", "challenge", "level", "figure", "unit"],
@@ -78,12 +131,16 @@ impl Metrics {
         for c in [&reconciles, &api_requests, &checks, &verdicts, &attempts] {
             registry.register(Box::new(c.clone())).unwrap();
         }
-        registry.register(Box::new(reconcile_duration.clone())).unwrap();
+        registry
+            .register(Box::new(reconcile_duration.clone()))
+            .unwrap();
         registry.register(Box::new(time_to_pass.clone())).unwrap();
         registry.register(Box::new(challenges.clone())).unwrap();
         registry.register(Box::new(leader.clone())).unwrap();
         registry.register(Box::new(figures.clone())).unwrap();
-        registry.register(Box::new(component_ready.clone())).unwrap();
+        registry
+            .register(Box::new(component_ready.clone()))
+            .unwrap();
         Metrics {
             registry,
             reconciles,
@@ -102,8 +159,17 @@ impl Metrics {
     }
 
     /// Records what a reconcile saw of a Challenge's StatefulSets.
-    pub fn set_components(&self, namespace: &str, challenge: &str, level: u8, components: Vec<ComponentReady>) {
-        self.components.lock().unwrap().insert((namespace.to_string(), challenge.to_string()), (level, components));
+    pub fn set_components(
+        &self,
+        namespace: &str,
+        challenge: &str,
+        level: u8,
+        components: Vec<ComponentReady>,
+    ) {
+        self.components.lock().unwrap().insert(
+            (namespace.to_string(), challenge.to_string()),
+            (level, components),
+        );
     }
 
     /// The text exposition. The by-phase, figure and component gauges are
@@ -116,31 +182,48 @@ impl Metrics {
             let challenges = store.state();
             self.figures.reset();
             for ch in &challenges {
-                let (ns, name, level) = (ch.namespace().unwrap_or_default(), ch.name_any(), ch.spec.level.to_string());
+                let (ns, name, level) = (
+                    ch.namespace().unwrap_or_default(),
+                    ch.name_any(),
+                    ch.spec.level.to_string(),
+                );
                 for f in ch.status.iter().flat_map(|s| &s.figures) {
-                    self.figures.with_label_values(&[&ns, &name, &level, &figure_label(&f.name), &f.unit]).set(f.value);
+                    self.figures
+                        .with_label_values(&[&ns, &name, &level, &figure_label(&f.name), &f.unit])
+                        .set(f.value);
                 }
             }
             self.component_ready.reset();
-            let live: HashSet<(String, String)> = challenges.iter().map(|ch| (ch.namespace().unwrap_or_default(), ch.name_any())).collect();
+            let live: HashSet<(String, String)> = challenges
+                .iter()
+                .map(|ch| (ch.namespace().unwrap_or_default(), ch.name_any()))
+                .collect();
             components.retain(|key, _| live.contains(key));
             for ((ns, name), (level, cs)) in components.iter() {
                 for c in cs {
-                    self.component_ready.with_label_values(&[ns, name, &level.to_string(), c.component, &c.zone]).set(c.ready.into());
+                    self.component_ready
+                        .with_label_values(&[ns, name, &level.to_string(), c.component, &c.zone])
+                        .set(c.ready.into());
                 }
             }
             self.challenges.reset();
             for level in 1..=12u8 {
                 for phase in Phase::ALL {
-                    self.challenges.with_label_values(&[&level.to_string(), phase.as_str()]).set(0);
+                    self.challenges
+                        .with_label_values(&[&level.to_string(), phase.as_str()])
+                        .set(0);
                 }
             }
             for ch in &challenges {
-                self.challenges.with_label_values(&[&ch.spec.level.to_string(), ch.phase().as_str()]).inc();
+                self.challenges
+                    .with_label_values(&[&ch.spec.level.to_string(), ch.phase().as_str()])
+                    .inc();
             }
         }
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding never fails");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding never fails");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
@@ -177,19 +260,45 @@ mod tests {
     }
 
     fn series<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
-        text.lines().filter(|l| l.starts_with(&format!("{metric}{{"))).collect()
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .collect()
     }
 
     #[test]
     fn figures_and_components_follow_the_challenges_in_the_cache() {
         let (store, mut writer) = reflector::store();
         let mut ch = challenge(12);
-        let figure = |name: &str, value, unit: &str| FigureStatus { name: name.into(), value, unit: unit.into() };
-        ch.status = Some(ChallengeStatus { figures: vec![figure("RTO", 12.5, "s"), figure("lost", 0.0, "messages")], ..Default::default() });
+        let figure = |name: &str, value, unit: &str| FigureStatus {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+        };
+        ch.status = Some(ChallengeStatus {
+            figures: vec![figure("RTO", 12.5, "s"), figure("lost", 0.0, "messages")],
+            ..Default::default()
+        });
         writer.apply_watcher_event(&watcher::Event::Apply(ch.clone()));
         let m = Metrics::new();
-        let broker = |zone: &str, ready| ComponentReady { component: "broker", zone: zone.into(), ready };
-        m.set_components("team-a", "orders", 12, vec![ComponentReady { component: "namesrv", zone: String::new(), ready: true }, broker("zone-a", true), broker("zone-b", false)]);
+        let broker = |zone: &str, ready| ComponentReady {
+            component: "broker",
+            zone: zone.into(),
+            ready,
+        };
+        m.set_components(
+            "team-a",
+            "orders",
+            12,
+            vec![
+                ComponentReady {
+                    component: "namesrv",
+                    zone: String::new(),
+                    ready: true,
+                },
+                broker("zone-a", true),
+                broker("zone-b", false),
+            ],
+        );
 
         let text = m.render(Some(&store));
         assert_eq!(
@@ -206,7 +315,11 @@ mod tests {
         // Deleted: its series go at the next scrape.
         writer.apply_watcher_event(&watcher::Event::Delete(ch));
         let text = m.render(Some(&store));
-        assert!(series(&text, "dojo_challenge_figure").is_empty() && series(&text, "dojo_component_ready").is_empty(), "{text}");
+        assert!(
+            series(&text, "dojo_challenge_figure").is_empty()
+                && series(&text, "dojo_component_ready").is_empty(),
+            "{text}"
+        );
         assert!(m.components.lock().unwrap().is_empty());
     }
 }

@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,7 +26,9 @@ use crate::build::{Objects, build};
 use crate::error::Error;
 use crate::metrics::{ComponentReady, Metrics};
 use crate::status::{self, Decision, JobObservation, Observation, VerifierPod, Waiting};
-use crate::validate::{ATTEMPT_LABEL, CHALLENGE_LABEL, COMPONENT_LABEL, MANAGER, ValidChallenge, validate};
+use crate::validate::{
+    ATTEMPT_LABEL, CHALLENGE_LABEL, COMPONENT_LABEL, MANAGER, ValidChallenge, validate,
+};
 
 pub struct Context {
     pub client: Client,
@@ -52,7 +54,10 @@ impl Cache {
     /// Verifying Challenge would look unprovisioned after a restart.
     async fn ready(&self) -> Result<(), Error> {
         let stopped = |_| Error::CacheStopped;
-        self.statefulsets.wait_until_ready().await.map_err(stopped)?;
+        self.statefulsets
+            .wait_until_ready()
+            .await
+            .map_err(stopped)?;
         self.deployments.wait_until_ready().await.map_err(stopped)?;
         self.jobs.wait_until_ready().await.map_err(stopped)?;
         self.pods.wait_until_ready().await.map_err(stopped)
@@ -60,7 +65,12 @@ impl Cache {
 
     /// The pods in `ns` carrying every label of `labels`.
     fn pods(&self, ns: &str, labels: &[(&str, &str)]) -> Vec<Arc<Pod>> {
-        self.pods.state_filter(|p| p.namespace().as_deref() == Some(ns) && labels.iter().all(|(k, v)| p.labels().get(*k).map(String::as_str) == Some(*v)))
+        self.pods.state_filter(|p| {
+            p.namespace().as_deref() == Some(ns)
+                && labels
+                    .iter()
+                    .all(|(k, v)| p.labels().get(*k).map(String::as_str) == Some(*v))
+        })
     }
 }
 
@@ -90,7 +100,11 @@ impl Trim for Pod {
     }
 }
 
-fn cached<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>> {
+fn cached<K: Resource<DynamicType = ()> + Clone>(
+    store: &Store<K>,
+    ns: &str,
+    name: &str,
+) -> Option<Arc<K>> {
     store.get(&ObjectRef::new(name).within(ns))
 }
 
@@ -117,7 +131,9 @@ const REAPPLY_EVERY: Duration = Duration::from_secs(300);
 impl AppliedCache {
     fn is_fresh(&self, key: &str, this: &Applied) -> bool {
         self.0.lock().unwrap().get(key).is_some_and(|a| {
-            (&a.uid, a.generation, a.attempt, a.verifying) == (&this.uid, this.generation, this.attempt, this.verifying) && a.at.elapsed() < REAPPLY_EVERY
+            (&a.uid, a.generation, a.attempt, a.verifying)
+                == (&this.uid, this.generation, this.attempt, this.verifying)
+                && a.at.elapsed() < REAPPLY_EVERY
         })
     }
 
@@ -131,10 +147,18 @@ impl AppliedCache {
     /// An object of a Challenge was deleted: its next reconcile applies
     /// everything again instead of trusting what was last applied.
     pub fn forget<K: Resource>(&self, gone: &K) {
-        let Some(owner) = gone.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == Challenge::kind(&())) else {
+        let Some(owner) = gone
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == Challenge::kind(&()))
+        else {
             return;
         };
-        let key = format!("{}/{}", gone.meta().namespace.as_deref().unwrap_or_default(), owner.name);
+        let key = format!(
+            "{}/{}",
+            gone.meta().namespace.as_deref().unwrap_or_default(),
+            owner.name
+        );
         self.0.lock().unwrap().remove(&key);
     }
 }
@@ -150,7 +174,10 @@ pub async fn reconcile(ch: Arc<Challenge>, ctx: Arc<Context>) -> Result<Action, 
         Err(e) => e.reason(),
     };
     ctx.metrics.reconciles.with_label_values(&[label]).inc();
-    ctx.metrics.reconcile_duration.with_label_values(&[label]).observe(start.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[label])
+        .observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
         let _enter = span.enter();
         warn!(error = %e, reason = e.reason(), "reconcile failed; retrying");
@@ -169,7 +196,11 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
     let prev = ch.status.clone().unwrap_or_default();
     let image = ch.spec.workload.image.clone();
     let new_attempt = prev.workload_image.as_deref() != Some(image.as_str());
-    let mut status = if new_attempt { fresh_attempt(&prev, image, now) } else { prev.clone() };
+    let mut status = if new_attempt {
+        fresh_attempt(&prev, image, now)
+    } else {
+        prev.clone()
+    };
     let generation = ch.metadata.generation;
     status.observed_generation = generation;
 
@@ -183,7 +214,10 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
         Err(e) => return Err(e),
     };
     if new_attempt {
-        ctx.metrics.attempts.with_label_values(&[&v.level.number.to_string()]).inc();
+        ctx.metrics
+            .attempts
+            .with_label_values(&[&v.level.number.to_string()])
+            .inc();
         if v.attempt > 1 {
             delete_old_verifiers(ctx, &v).await?;
         }
@@ -192,13 +226,32 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
     let verifying = cached(&ctx.cache.jobs, &v.namespace, &v.verifier_job_name()).is_some();
     let objects = build(&v, verifying);
     let key = format!("{}/{}", v.namespace, v.name);
-    let this = Applied { uid: v.owner.uid.clone(), generation, attempt: v.attempt, verifying, at: Instant::now() };
+    let this = Applied {
+        uid: v.owner.uid.clone(),
+        generation,
+        attempt: v.attempt,
+        verifying,
+        at: Instant::now(),
+    };
     if !ctx.applied.is_fresh(&key, &this) {
         apply_all(ctx, &objects).await?;
         ctx.applied.record(key, this);
     }
-    status::set_condition(&mut status.conditions, "Provisioned", true, "Applied", "every object of the Challenge is applied".into(), generation, now);
-    ctx.metrics.set_components(&v.namespace, &v.name, v.level.number, components(&ctx.cache, &v));
+    status::set_condition(
+        &mut status.conditions,
+        "Provisioned",
+        true,
+        "Applied",
+        "every object of the Challenge is applied".into(),
+        generation,
+        now,
+    );
+    ctx.metrics.set_components(
+        &v.namespace,
+        &v.name,
+        v.level.number,
+        components(&ctx.cache, &v),
+    );
 
     if status.phase.is_final() {
         finish(ctx, ch, &prev, &status, None).await?;
@@ -213,18 +266,30 @@ async fn reconcile_inner(ch: &Challenge, ctx: &Context) -> Result<Action, Error>
     if let Some(report) = &decision.report {
         let level = v.level.number.to_string();
         for c in &report.checks {
-            ctx.metrics.checks.with_label_values(&[level.as_str(), c.id.as_str(), c.verdict.as_str()]).inc();
+            ctx.metrics
+                .checks
+                .with_label_values(&[level.as_str(), c.id.as_str(), c.verdict.as_str()])
+                .inc();
         }
     }
     if decision.phase.is_final() {
-        ctx.metrics.verdicts.with_label_values(&[&v.level.number.to_string(), decision.phase.as_str()]).inc();
+        ctx.metrics
+            .verdicts
+            .with_label_values(&[&v.level.number.to_string(), decision.phase.as_str()])
+            .inc();
     }
     if decision.phase == Phase::Passed
         && prev.passed_at.is_none()
-        && let Some(first) = status.started_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok())
+        && let Some(first) = status
+            .started_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
     {
         let secs = now.duration_since(first).as_secs_f64().max(0.0);
-        ctx.metrics.time_to_pass.with_label_values(&[&v.level.number.to_string()]).observe(secs);
+        ctx.metrics
+            .time_to_pass
+            .with_label_values(&[&v.level.number.to_string()])
+            .observe(secs);
     }
     finish(ctx, ch, &prev, &status, decision.error.as_ref()).await?;
     Ok(Action::requeue(decision.requeue))
@@ -248,10 +313,25 @@ fn fresh_attempt(prev: &ChallengeStatus, image: String, now: Timestamp) -> Chall
 fn end_in_error(status: &mut ChallengeStatus, e: &Error, generation: Option<i64>, now: Timestamp) {
     status.phase = Phase::Error;
     status.finished_at = Some(now.to_string());
-    status::set_condition(&mut status.conditions, "Complete", true, e.reason(), e.to_string(), generation, now);
+    status::set_condition(
+        &mut status.conditions,
+        "Complete",
+        true,
+        e.reason(),
+        e.to_string(),
+        generation,
+        now,
+    );
 }
 
-fn apply_decision(status: &mut ChallengeStatus, v: &ValidChallenge, obs: &Observation, d: &Decision, generation: Option<i64>, now: Timestamp) {
+fn apply_decision(
+    status: &mut ChallengeStatus,
+    v: &ValidChallenge,
+    obs: &Observation,
+    d: &Decision,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let was = status.phase;
     status.phase = d.phase;
     let stamp = || Some(now.to_string());
@@ -263,9 +343,25 @@ fn apply_decision(status: &mut ChallengeStatus, v: &ValidChallenge, obs: &Observ
         }
         _ => {}
     }
-    let ready = obs.job.is_some() || (obs.namesrv_ready && obs.brokers_ready >= v.level.brokers as i32 && obs.workload_ready);
-    let (reason, msg) = if ready { ("Ready", "RocketMQ and the workload are ready".to_string()) } else { ("Provisioning", "waiting for RocketMQ and the workload".to_string()) };
-    status::set_condition(&mut status.conditions, "Ready", ready, reason, msg, generation, now);
+    let ready = obs.job.is_some()
+        || (obs.namesrv_ready && obs.brokers_ready >= v.level.brokers as i32 && obs.workload_ready);
+    let (reason, msg) = if ready {
+        ("Ready", "RocketMQ and the workload are ready".to_string())
+    } else {
+        (
+            "Provisioning",
+            "waiting for RocketMQ and the workload".to_string(),
+        )
+    };
+    status::set_condition(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        msg,
+        generation,
+        now,
+    );
     if let Some(report) = &d.report {
         status::record_report(status, report);
     }
@@ -276,29 +372,77 @@ fn apply_decision(status: &mut ChallengeStatus, v: &ValidChallenge, obs: &Observ
         }
         let (reason, msg) = match (&d.error, d.phase) {
             (Some(e), _) => (e.reason(), e.to_string()),
-            (None, Phase::Passed) => ("Passed", format!("{} checks passed", status.checks_summary.clone().unwrap_or_default())),
-            (None, _) => ("Failed", format!("{} checks passed: see status.checks for the evidence", status.checks_summary.clone().unwrap_or_default())),
+            (None, Phase::Passed) => (
+                "Passed",
+                format!(
+                    "{} checks passed",
+                    status.checks_summary.clone().unwrap_or_default()
+                ),
+            ),
+            (None, _) => (
+                "Failed",
+                format!(
+                    "{} checks passed: see status.checks for the evidence",
+                    status.checks_summary.clone().unwrap_or_default()
+                ),
+            ),
         };
-        status::set_condition(&mut status.conditions, "Complete", true, reason, msg, generation, now);
+        status::set_condition(
+            &mut status.conditions,
+            "Complete",
+            true,
+            reason,
+            msg,
+            generation,
+            now,
+        );
     } else if !d.phase.is_final() {
-        status::set_condition(&mut status.conditions, "Complete", false, d.phase.as_str(), format!("attempt {} is {}", v.attempt, d.phase), generation, now);
+        status::set_condition(
+            &mut status.conditions,
+            "Complete",
+            false,
+            d.phase.as_str(),
+            format!("attempt {} is {}", v.attempt, d.phase),
+            generation,
+            now,
+        );
     }
 }
 
 /// Patches the status if it changed and records the phase change as an Event.
-async fn finish(ctx: &Context, ch: &Challenge, prev: &ChallengeStatus, status: &ChallengeStatus, error: Option<&Error>) -> Result<(), Error> {
+async fn finish(
+    ctx: &Context,
+    ch: &Challenge,
+    prev: &ChallengeStatus,
+    status: &ChallengeStatus,
+    error: Option<&Error>,
+) -> Result<(), Error> {
     if prev == status {
         return Ok(());
     }
-    let api: Api<Challenge> = Api::namespaced(ctx.client.clone(), &ch.namespace().unwrap_or_default());
+    let api: Api<Challenge> =
+        Api::namespaced(ctx.client.clone(), &ch.namespace().unwrap_or_default());
     let patch = json!({ "status": merge_patch(&serde_json::to_value(prev).unwrap_or_default(), &serde_json::to_value(status).unwrap_or_default()) });
     ctx.metrics.api_requests.with_label_values(&["patch"]).inc();
-    api.patch_status(&ch.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::kube("patching the Challenge status"))?;
+    api.patch_status(
+        &ch.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::kube("patching the Challenge status"))?;
     if prev.phase != status.phase || prev.attempts != status.attempts {
         info!(from = %prev.phase, to = %status.phase, attempt = status.attempts, "phase changed");
         let (kind, reason, note) = match error {
             Some(e) => (EventType::Warning, e.reason().to_string(), e.to_string()),
-            None => (EventType::Normal, status.phase.as_str().to_string(), format!("attempt {}: {} -> {}", status.attempts, prev.phase, status.phase)),
+            None => (
+                EventType::Normal,
+                status.phase.as_str().to_string(),
+                format!(
+                    "attempt {}: {} -> {}",
+                    status.attempts, prev.phase, status.phase
+                ),
+            ),
         };
         publish(ctx, ch, kind, &reason, note).await;
     }
@@ -317,8 +461,17 @@ fn merge_patch(old: &Value, new: &Value) -> Value {
 }
 
 async fn publish(ctx: &Context, ch: &Challenge, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note.chars().take(1000).collect()), action: "Reconcile".into(), secondary: None };
-    ctx.metrics.api_requests.with_label_values(&["create"]).inc();
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    ctx.metrics
+        .api_requests
+        .with_label_values(&["create"])
+        .inc();
     if let Err(e) = ctx.recorder.publish(&event, &ch.object_ref(&())).await {
         warn!(error = %e, "could not publish an Event");
     }
@@ -326,15 +479,26 @@ async fn publish(ctx: &Context, ch: &Challenge, type_: EventType, reason: &str, 
 
 async fn apply<K>(ctx: &Context, obj: &K) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+    );
     ctx.metrics.api_requests.with_label_values(&["apply"]).inc();
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map(|_| ())
-        .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))
 }
 
 async fn apply_all(ctx: &Context, o: &Objects) -> Result<(), Error> {
@@ -361,14 +525,33 @@ async fn apply_all(ctx: &Context, o: &Objects) -> Result<(), Error> {
 /// select only the current verifier.
 async fn delete_old_verifiers(ctx: &Context, v: &ValidChallenge) -> Result<(), Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let lp = ListParams::default().labels(&format!("{CHALLENGE_LABEL}={},{COMPONENT_LABEL}=verifier,{ATTEMPT_LABEL}!={}", v.name, v.attempt));
+    let lp = ListParams::default().labels(&format!(
+        "{CHALLENGE_LABEL}={},{COMPONENT_LABEL}=verifier,{ATTEMPT_LABEL}!={}",
+        v.name, v.attempt
+    ));
     ctx.metrics.api_requests.with_label_values(&["list"]).inc();
-    for job in jobs.list(&lp).await.map_err(Error::kube("listing old verifier Jobs"))?.items {
-        ctx.metrics.api_requests.with_label_values(&["delete"]).inc();
-        match jobs.delete(&job.name_any(), &DeleteParams::background()).await {
+    for job in jobs
+        .list(&lp)
+        .await
+        .map_err(Error::kube("listing old verifier Jobs"))?
+        .items
+    {
+        ctx.metrics
+            .api_requests
+            .with_label_values(&["delete"])
+            .inc();
+        match jobs
+            .delete(&job.name_any(), &DeleteParams::background())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::kube(format!("deleting the old verifier Job {}", job.name_any()))(e)),
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "deleting the old verifier Job {}",
+                    job.name_any()
+                ))(e));
+            }
         }
     }
     Ok(())
@@ -378,12 +561,17 @@ fn waiting_of(pod: &Pod) -> Option<Waiting> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
     statuses.iter().find_map(|c| {
         let w = c.state.as_ref()?.waiting.as_ref()?;
-        Some(Waiting { reason: w.reason.clone().unwrap_or_default(), message: w.message.clone().unwrap_or_default() })
+        Some(Waiting {
+            reason: w.reason.clone().unwrap_or_default(),
+            message: w.message.clone().unwrap_or_default(),
+        })
     })
 }
 
 fn ready_replicas(cache: &Cache, ns: &str, name: &str) -> i32 {
-    cached(&cache.statefulsets, ns, name).and_then(|s| s.status.as_ref()?.ready_replicas).unwrap_or(0)
+    cached(&cache.statefulsets, ns, name)
+        .and_then(|s| s.status.as_ref()?.ready_replicas)
+        .unwrap_or(0)
 }
 
 /// Ready replicas of the StatefulSet's current template only: 0 while a
@@ -391,8 +579,16 @@ fn ready_replicas(cache: &Cache, ns: &str, name: &str) -> i32 {
 fn rolled_out_ready(cache: &Cache, ns: &str, name: &str) -> i32 {
     cached(&cache.statefulsets, ns, name).map_or(0, |s| {
         let st = s.status.clone().unwrap_or_default();
-        let current = st.observed_generation >= s.metadata.generation && st.update_revision.is_some() && st.current_revision == st.update_revision;
-        if current { st.ready_replicas.unwrap_or(0).min(st.updated_replicas.unwrap_or(0)) } else { 0 }
+        let current = st.observed_generation >= s.metadata.generation
+            && st.update_revision.is_some()
+            && st.current_revision == st.update_revision;
+        if current {
+            st.ready_replicas
+                .unwrap_or(0)
+                .min(st.updated_replicas.unwrap_or(0))
+        } else {
+            0
+        }
     })
 }
 
@@ -400,8 +596,20 @@ fn rolled_out_ready(cache: &Cache, ns: &str, name: &str) -> i32 {
 /// `observe`'s, also while the verifier's faults take them down.
 fn components(cache: &Cache, v: &ValidChallenge) -> Vec<ComponentReady> {
     let ready = |name: &str| ready_replicas(cache, &v.namespace, name) >= 1;
-    let namesrv = ComponentReady { component: "namesrv", zone: String::new(), ready: ready(&v.object_name("namesrv")) };
-    let brokers = v.broker_sets().into_iter().enumerate().map(|(i, name)| ComponentReady { component: "broker", zone: v.zones.get(i).cloned().unwrap_or_default(), ready: ready(&name) });
+    let namesrv = ComponentReady {
+        component: "namesrv",
+        zone: String::new(),
+        ready: ready(&v.object_name("namesrv")),
+    };
+    let brokers = v
+        .broker_sets()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| ComponentReady {
+            component: "broker",
+            zone: v.zones.get(i).cloned().unwrap_or_default(),
+            ready: ready(&name),
+        });
     std::iter::once(namesrv).chain(brokers).collect()
 }
 
@@ -411,44 +619,111 @@ fn observe(cache: &Cache, v: &ValidChallenge) -> Observation {
         // RocketMQ's and the workload's readiness no longer decide the
         // phase: the verifier's faults take them down on purpose.
         let job = Some(observe_job(cache, v, &job));
-        return Observation { namesrv_ready: true, brokers_ready: v.level.brokers.into(), workload_ready: true, job, ..Default::default() };
+        return Observation {
+            namesrv_ready: true,
+            brokers_ready: v.level.brokers.into(),
+            workload_ready: true,
+            job,
+            ..Default::default()
+        };
     }
     let namesrv_ready = ready_replicas(cache, ns, &v.object_name("namesrv")) >= 1;
-    let brokers_ready = v.broker_sets().iter().map(|name| rolled_out_ready(cache, ns, name)).sum();
-    let workload_ready = cached(&cache.deployments, ns, &v.object_name("workload")).is_some_and(|d| {
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let st = d.status.clone().unwrap_or_default();
-        st.observed_generation >= d.metadata.generation && st.updated_replicas.unwrap_or(0) >= want && st.available_replicas.unwrap_or(0) >= want
-    });
+    let brokers_ready = v
+        .broker_sets()
+        .iter()
+        .map(|name| rolled_out_ready(cache, ns, name))
+        .sum();
+    let workload_ready =
+        cached(&cache.deployments, ns, &v.object_name("workload")).is_some_and(|d| {
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let st = d.status.clone().unwrap_or_default();
+            st.observed_generation >= d.metadata.generation
+                && st.updated_replicas.unwrap_or(0) >= want
+                && st.available_replicas.unwrap_or(0) >= want
+        });
     let workload_waiting = if workload_ready {
         None
     } else {
         let attempt = v.attempt.to_string();
-        cache.pods(ns, &[(CHALLENGE_LABEL, &v.name), (COMPONENT_LABEL, "workload"), (ATTEMPT_LABEL, &attempt)]).iter().find_map(|p| waiting_of(p))
+        cache
+            .pods(
+                ns,
+                &[
+                    (CHALLENGE_LABEL, &v.name),
+                    (COMPONENT_LABEL, "workload"),
+                    (ATTEMPT_LABEL, &attempt),
+                ],
+            )
+            .iter()
+            .find_map(|p| waiting_of(p))
     };
-    Observation { namesrv_ready, brokers_ready, workload_ready, workload_waiting, job: None }
+    Observation {
+        namesrv_ready,
+        brokers_ready,
+        workload_ready,
+        workload_waiting,
+        job: None,
+    }
 }
 
 fn observe_job(cache: &Cache, v: &ValidChallenge, job: &Job) -> JobObservation {
-    let failed = job.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| {
-        cs.iter().find(|c| c.type_ == "Failed" && c.status == "True").map(|c| format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
-    });
+    let failed = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c.reason.clone().unwrap_or_default(),
+                        c.message.clone().unwrap_or_default()
+                    )
+                })
+        });
     let attempt = v.attempt.to_string();
-    let pods = cache.pods(&v.namespace, &[(CHALLENGE_LABEL, &v.name), (COMPONENT_LABEL, "verifier"), (ATTEMPT_LABEL, &attempt)]);
+    let pods = cache.pods(
+        &v.namespace,
+        &[
+            (CHALLENGE_LABEL, &v.name),
+            (COMPONENT_LABEL, "verifier"),
+            (ATTEMPT_LABEL, &attempt),
+        ],
+    );
     // The newest pod speaks for the Job (backoffLimit 0: there is one).
-    let pod = pods.into_iter().max_by_key(|p| p.metadata.creation_timestamp.clone()).map(|p| {
-        let name = p.name_any();
-        let container = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|cs| cs.iter().find(|c| c.name == "verifier")).cloned();
-        let state = container.and_then(|c| c.state);
-        if let Some(t) = state.as_ref().and_then(|s| s.terminated.as_ref()) {
-            VerifierPod::Terminated { name, message: t.message.clone(), finished_at: t.finished_at.as_ref().map(|f| f.0) }
-        } else if state.as_ref().is_some_and(|s| s.running.is_some()) {
-            VerifierPod::Running { name }
-        } else {
-            VerifierPod::Pending { waiting: waiting_of(&p), name }
-        }
-    });
-    JobObservation { name: job.name_any(), failed, pod }
+    let pod = pods
+        .into_iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone())
+        .map(|p| {
+            let name = p.name_any();
+            let container = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.name == "verifier"))
+                .cloned();
+            let state = container.and_then(|c| c.state);
+            if let Some(t) = state.as_ref().and_then(|s| s.terminated.as_ref()) {
+                VerifierPod::Terminated {
+                    name,
+                    message: t.message.clone(),
+                    finished_at: t.finished_at.as_ref().map(|f| f.0),
+                }
+            } else if state.as_ref().is_some_and(|s| s.running.is_some()) {
+                VerifierPod::Running { name }
+            } else {
+                VerifierPod::Pending {
+                    waiting: waiting_of(&p),
+                    name,
+                }
+            }
+        });
+    JobObservation {
+        name: job.name_any(),
+        failed,
+        pod,
+    }
 }
 
 #[cfg(test)]
@@ -462,16 +737,42 @@ mod tests {
     fn components_name_each_brokers_zone_and_see_it_down() {
         let v = validate(&challenge(12), 1).unwrap();
         let (statefulsets, mut writer) = reflector::store();
-        for (name, ready) in [("orders-namesrv", 1), ("orders-broker-0", 1), ("orders-broker-1", 0)] {
-            let mut sts = StatefulSet { status: Some(StatefulSetStatus { ready_replicas: Some(ready), ..Default::default() }), ..Default::default() };
+        for (name, ready) in [
+            ("orders-namesrv", 1),
+            ("orders-broker-0", 1),
+            ("orders-broker-1", 0),
+        ] {
+            let mut sts = StatefulSet {
+                status: Some(StatefulSetStatus {
+                    ready_replicas: Some(ready),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
             sts.metadata.name = Some(name.into());
             sts.metadata.namespace = Some("team-a".into());
             writer.apply_watcher_event(&watcher::Event::Apply(sts));
         }
-        let cache = Cache { statefulsets, deployments: reflector::store().0, jobs: reflector::store().0, pods: reflector::store().0 };
-        let seen: Vec<(&str, String, bool)> = components(&cache, &v).into_iter().map(|c| (c.component, c.zone, c.ready)).collect();
+        let cache = Cache {
+            statefulsets,
+            deployments: reflector::store().0,
+            jobs: reflector::store().0,
+            pods: reflector::store().0,
+        };
+        let seen: Vec<(&str, String, bool)> = components(&cache, &v)
+            .into_iter()
+            .map(|c| (c.component, c.zone, c.ready))
+            .collect();
         let c = |component, zone: &str, ready| (component, zone.to_string(), ready);
         // broker-2 has no StatefulSet yet: down too.
-        assert_eq!(seen, [c("namesrv", "", true), c("broker", "zone-a", true), c("broker", "zone-b", false), c("broker", "zone-c", false)]);
+        assert_eq!(
+            seen,
+            [
+                c("namesrv", "", true),
+                c("broker", "zone-a", true),
+                c("broker", "zone-b", false),
+                c("broker", "zone-c", false)
+            ]
+        );
     }
 }

@@ -39,51 +39,87 @@ pub struct ValidChallenge {
 /// Validates `ch` for attempt number `attempt` (1-based).
 pub fn validate(ch: &Challenge, attempt: u32) -> Result<ValidChallenge, Error> {
     let invalid = |msg: String| Error::InvalidSpec(msg);
-    let name = ch.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let name = ch
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
     let namespace = ch.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let owner = ch.controller_owner_ref(&()).ok_or(Error::MissingMetadata("uid"))?;
+    let owner = ch
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("uid"))?;
     let spec = &ch.spec;
-    let level = level_facts(spec.level).ok_or_else(|| invalid(format!("spec.level is {}, levels are 1 to 12", spec.level)))?;
+    let level = level_facts(spec.level)
+        .ok_or_else(|| invalid(format!("spec.level is {}, levels are 1 to 12", spec.level)))?;
     if name.len() > 40 {
-        return Err(invalid(format!("the name {name:?} is longer than 40 characters: re-create the Challenge with a shorter name")));
+        return Err(invalid(format!(
+            "the name {name:?} is longer than 40 characters: re-create the Challenge with a shorter name"
+        )));
     }
     if spec.workload.image.trim().is_empty() || spec.workload.image.contains(char::is_whitespace) {
-        return Err(invalid(format!("spec.workload.image {:?} is not an image reference", spec.workload.image)));
+        return Err(invalid(format!(
+            "spec.workload.image {:?} is not an image reference",
+            spec.workload.image
+        )));
     }
-    if let Some(env) = spec.workload.env.iter().find(|e| RESERVED_ENV.contains(&e.name.as_str())) {
-        return Err(invalid(format!("spec.workload.env sets {}, which the operator sets: remove it", env.name)));
+    if let Some(env) = spec
+        .workload
+        .env
+        .iter()
+        .find(|e| RESERVED_ENV.contains(&e.name.as_str()))
+    {
+        return Err(invalid(format!(
+            "spec.workload.env sets {}, which the operator sets: remove it",
+            env.name
+        )));
     }
     let overrides = spec.overrides.clone().unwrap_or_default();
     let run_seconds = overrides.run_seconds.unwrap_or(level.run_seconds);
     let zones = if level.brokers == 3 {
-        let zones = spec.rocketmq.zones.clone().unwrap_or_else(|| DEFAULT_ZONES.iter().map(|z| z.to_string()).collect());
+        let zones = spec
+            .rocketmq
+            .zones
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ZONES.iter().map(|z| z.to_string()).collect());
         let mut distinct = zones.clone();
         distinct.sort();
         distinct.dedup();
         if zones.len() != 3 || distinct.len() != 3 {
-            return Err(invalid(format!("spec.rocketmq.zones must name three distinct zones, got {zones:?}")));
+            return Err(invalid(format!(
+                "spec.rocketmq.zones must name three distinct zones, got {zones:?}"
+            )));
         }
         zones
     } else if spec.rocketmq.zones.is_some() {
-        return Err(invalid("spec.rocketmq.zones is only for level 12: remove it".into()));
+        return Err(invalid(
+            "spec.rocketmq.zones is only for level 12: remove it".into(),
+        ));
     } else {
         Vec::new()
     };
     for (i, f) in spec.faults.iter().enumerate() {
         let end = f.at_seconds + f.duration_seconds.unwrap_or(0);
         if end > run_seconds {
-            return Err(invalid(format!("spec.faults[{i}] ends at {end} s, after the run budget of {run_seconds} s")));
+            return Err(invalid(format!(
+                "spec.faults[{i}] ends at {end} s, after the run budget of {run_seconds} s"
+            )));
         }
         if f.component.is_some() == f.zone.is_some() {
-            return Err(invalid(format!("spec.faults[{i}] must target exactly one of component and zone")));
+            return Err(invalid(format!(
+                "spec.faults[{i}] must target exactly one of component and zone"
+            )));
         }
         if (f.action == FaultAction::Kill) == f.duration_seconds.is_some() {
-            return Err(invalid(format!("spec.faults[{i}]: kill takes no durationSeconds, pause and isolate need one")));
+            return Err(invalid(format!(
+                "spec.faults[{i}]: kill takes no durationSeconds, pause and isolate need one"
+            )));
         }
         if let Some(z) = &f.zone
             && !zones.contains(z)
         {
-            return Err(invalid(format!("spec.faults[{i}] targets zone {z}, which is not one of the Challenge's zones {zones:?}")));
+            return Err(invalid(format!(
+                "spec.faults[{i}] targets zone {z}, which is not one of the Challenge's zones {zones:?}"
+            )));
         }
     }
     Ok(ValidChallenge {
@@ -94,7 +130,9 @@ pub fn validate(ch: &Challenge, attempt: u32) -> Result<ValidChallenge, Error> {
         attempt: attempt.max(1),
         workload: spec.workload.clone(),
         run_seconds,
-        provision_seconds: overrides.provision_seconds.unwrap_or(DEFAULT_PROVISION_SECONDS),
+        provision_seconds: overrides
+            .provision_seconds
+            .unwrap_or(DEFAULT_PROVISION_SECONDS),
         messages: overrides.messages,
         rate_per_second: overrides.rate_per_second,
         faults: spec.faults.clone(),
@@ -123,16 +161,25 @@ impl ValidChallenge {
 
     /// What selects one component's pods (stable for the Challenge's life).
     pub fn selector(&self, component: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([(CHALLENGE_LABEL.to_string(), self.name.clone()), (COMPONENT_LABEL.to_string(), component.to_string())])
+        BTreeMap::from([
+            (CHALLENGE_LABEL.to_string(), self.name.clone()),
+            (COMPONENT_LABEL.to_string(), component.to_string()),
+        ])
     }
 
     /// Every label of an object of `component`.
     pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
         let mut l = self.selector(component);
         l.extend([
-            ("app.kubernetes.io/name".to_string(), "rocketmq-dojo".to_string()),
+            (
+                "app.kubernetes.io/name".to_string(),
+                "rocketmq-dojo".to_string(),
+            ),
             ("app.kubernetes.io/instance".to_string(), self.name.clone()),
-            ("app.kubernetes.io/part-of".to_string(), "rocketmq-dojo".to_string()),
+            (
+                "app.kubernetes.io/part-of".to_string(),
+                "rocketmq-dojo".to_string(),
+            ),
             (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
             (LEVEL_LABEL.to_string(), self.level.number.to_string()),
         ]);
@@ -145,13 +192,18 @@ impl ValidChallenge {
         if self.zones.is_empty() {
             vec![self.object_name("broker")]
         } else {
-            (0..self.zones.len()).map(|i| self.object_name(&format!("broker-{i}"))).collect()
+            (0..self.zones.len())
+                .map(|i| self.object_name(&format!("broker-{i}")))
+                .collect()
         }
     }
 
     /// The broker pods, in broker order (each StatefulSet runs one).
     pub fn broker_pods(&self) -> Vec<String> {
-        self.broker_sets().into_iter().map(|s| format!("{s}-0")).collect()
+        self.broker_sets()
+            .into_iter()
+            .map(|s| format!("{s}-0"))
+            .collect()
     }
 
     /// What selects broker `i`'s pod: the StatefulSets of a DLedger group
@@ -182,15 +234,30 @@ impl ValidChallenge {
     }
 
     pub fn namesrv_addr(&self) -> String {
-        format!("{}.{}.svc:{}", self.object_name("namesrv"), self.namespace, crate::build::NAMESRV_PORT)
+        format!(
+            "{}.{}.svc:{}",
+            self.object_name("namesrv"),
+            self.namespace,
+            crate::build::NAMESRV_PORT
+        )
     }
 
     pub fn world_url(&self) -> String {
-        format!("http://{}.{}.svc:{}", self.object_name("world"), self.namespace, crate::build::WORLD_PORT)
+        format!(
+            "http://{}.{}.svc:{}",
+            self.object_name("world"),
+            self.namespace,
+            crate::build::WORLD_PORT
+        )
     }
 
     pub fn otlp_endpoint(&self) -> String {
-        format!("http://{}.{}.svc:{}", self.object_name("world"), self.namespace, crate::build::OTLP_PORT)
+        format!(
+            "http://{}.{}.svc:{}",
+            self.object_name("world"),
+            self.namespace,
+            crate::build::OTLP_PORT
+        )
     }
 }
 
@@ -200,7 +267,8 @@ pub(crate) mod tests {
     use dojo_crds::{ChallengeSpec, Component};
 
     pub fn challenge(level: u8) -> Challenge {
-        let yaml = format!("{{level: {level}, workload: {{image: registry.example/shop/orders:1.0}}}}");
+        let yaml =
+            format!("{{level: {level}, workload: {{image: registry.example/shop/orders:1.0}}}}");
         let spec: ChallengeSpec = serde_yaml::from_str(&yaml).unwrap();
         let mut ch = Challenge::new("orders", spec);
         ch.metadata.namespace = Some("team-a".into());
@@ -224,16 +292,36 @@ pub(crate) mod tests {
     #[test]
     fn contradictions_are_refused_with_what_to_do() {
         let mut ch = challenge(3);
-        ch.spec.faults.push(Fault { at_seconds: 85, action: FaultAction::Pause, component: Some(Component::Broker), zone: None, duration_seconds: Some(10) });
+        ch.spec.faults.push(Fault {
+            at_seconds: 85,
+            action: FaultAction::Pause,
+            component: Some(Component::Broker),
+            zone: None,
+            duration_seconds: Some(10),
+        });
         let e = validate(&ch, 1).unwrap_err();
-        assert!(e.to_string().contains("after the run budget of 90 s"), "{e}");
+        assert!(
+            e.to_string().contains("after the run budget of 90 s"),
+            "{e}"
+        );
 
         let mut ch = challenge(1);
-        ch.spec.workload.env.push(dojo_crds::EnvVar { name: "WORLD_URL".into(), value: "x".into() });
-        assert!(validate(&ch, 1).unwrap_err().to_string().contains("remove it"));
+        ch.spec.workload.env.push(dojo_crds::EnvVar {
+            name: "WORLD_URL".into(),
+            value: "x".into(),
+        });
+        assert!(
+            validate(&ch, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("remove it")
+        );
 
         let mut ch = challenge(3);
         ch.metadata.uid = None;
-        assert!(matches!(validate(&ch, 1), Err(Error::MissingMetadata("uid"))));
+        assert!(matches!(
+            validate(&ch, 1),
+            Err(Error::MissingMetadata("uid"))
+        ));
     }
 }

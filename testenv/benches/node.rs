@@ -23,7 +23,12 @@ fn secs(d: Duration) -> String {
 
 /// Seconds from the pod's creation to the first time `done` holds, polled
 /// every 100 ms from here (so a figure is at most 0.1 s late).
-async fn latency(pods: &Api<Pod>, name: &str, created: Instant, done: impl Fn(&Pod) -> bool) -> Result<Duration, Box<dyn std::error::Error>> {
+async fn latency(
+    pods: &Api<Pod>,
+    name: &str,
+    created: Instant,
+    done: impl Fn(&Pod) -> bool,
+) -> Result<Duration, Box<dyn std::error::Error>> {
     wait_pod(pods, name, WAIT, |p| done(p).then_some(())).await?;
     Ok(created.elapsed())
 }
@@ -34,44 +39,86 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("SKIPPED: {reason}");
         return Ok(());
     }
-    println!("node bootstrap, cold (seconds each step took when `deps.sh node` built it, cache {})", cache::root().display());
+    println!(
+        "node bootstrap, cold (seconds each step took when `deps.sh node` built it, cache {})",
+        cache::root().display()
+    );
     for dir in [
         format!("node-{}", cache::KUBE_VERSION),
         format!("crictl-{}", cache::CRICTL_VERSION),
         format!("coredns-{}", cache::COREDNS_VERSION),
     ] {
         let s = std::fs::read_to_string(cache::root().join(&dir).join(".done")).unwrap_or_default();
-        println!("    {dir:<22} {:>6}", if s.trim().is_empty() { "-".to_string() } else { format!("{}s", s.trim()) });
+        println!(
+            "    {dir:<22} {:>6}",
+            if s.trim().is_empty() {
+                "-".to_string()
+            } else {
+                format!("{}s", s.trim())
+            }
+        );
     }
 
     let t = Instant::now();
     let cp = ControlPlane::with_real_node().await?;
     let node = cp.real_node().expect("a real node");
-    println!("control plane + real node, warm start to node Ready: {}", secs(t.elapsed()));
+    println!(
+        "control plane + real node, warm start to node Ready: {}",
+        secs(t.elapsed())
+    );
     for (phase, at) in cp.startup_phases() {
         println!("    {phase:<28} at {}", secs(*at));
     }
 
-    let mut names = vec!["workload-base".to_string(), "rocketmq".into(), "operator".into()];
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| "../target".into());
+    let mut names = vec![
+        "workload-base".to_string(),
+        "rocketmq".into(),
+        "operator".into(),
+    ];
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "../target".into());
     if target.join("debug/dojo-verifier").is_file() {
         names.push("verifier".into());
     }
-    names.push(format!("workload={}", env!("CARGO_BIN_EXE_dojo-node-probe")));
+    names.push(format!(
+        "workload={}",
+        env!("CARGO_BIN_EXE_dojo-node-probe")
+    ));
     let t = Instant::now();
     let built = tokio::task::spawn_blocking(move || images::build(&names)).await??;
-    println!("images (build seconds: this run, or the last real build when up to date; this run took {})", secs(t.elapsed()));
+    println!(
+        "images (build seconds: this run, or the last real build when up to date; this run took {})",
+        secs(t.elapsed())
+    );
     for b in &built {
         let how = if b.cached { "last build" } else { "built now" };
-        let s = b.seconds.map(|s| format!("{s}s")).unwrap_or_else(|| "?".into());
-        println!("    {:<14} {:>7.1} MiB  {s:>5} ({how})", b.name, b.bytes as f64 / 1048576.0);
+        let s = b
+            .seconds
+            .map(|s| format!("{s}s"))
+            .unwrap_or_else(|| "?".into());
+        println!(
+            "    {:<14} {:>7.1} MiB  {s:>5} ({how})",
+            b.name,
+            b.bytes as f64 / 1048576.0
+        );
     }
     for b in &built {
         let t = Instant::now();
         node.import_archive(&b.archive)?;
-        println!("    import {:<14} into containerd: {}", b.name, secs(t.elapsed()));
+        println!(
+            "    import {:<14} into containerd: {}",
+            b.name,
+            secs(t.elapsed())
+        );
     }
-    let image = |name: &str| built.iter().find(|b| b.name == name).map(|b| b.reference.clone()).expect("built");
+    let image = |name: &str| {
+        built
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.reference.clone())
+            .expect("built")
+    };
 
     let ns = cp.new_namespace("bench-node").await?;
     let pods_api: Api<Pod> = Api::namespaced(cp.client(), &ns);
@@ -86,15 +133,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pods_api.create(&PostParams::default(), &pod).await?;
         small.push(latency(&pods_api, &name, created, |p| phase(p) == "Running").await?);
     }
-    println!("pod start, created → Running, workload-base image: {}", small.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", "));
+    println!(
+        "pod start, created → Running, workload-base image: {}",
+        small
+            .iter()
+            .map(|d| secs(*d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     let created = Instant::now();
     let addrs = pods::create_rocketmq(&cp.client(), &ns, &image("rocketmq")).await?;
-    let running = latency(&pods_api, "dojo-broker-0", created, |p| phase(p) == "Running").await?;
-    let namesrv_running = latency(&pods_api, "dojo-namesrv-0", created, |p| phase(p) == "Running").await?;
+    let running = latency(&pods_api, "dojo-broker-0", created, |p| {
+        phase(p) == "Running"
+    })
+    .await?;
+    let namesrv_running = latency(&pods_api, "dojo-namesrv-0", created, |p| {
+        phase(p) == "Running"
+    })
+    .await?;
     let broker_ready = latency(&pods_api, "dojo-broker-0", created, ready).await?;
-    println!("pod start, created → Running, rocketmq image: name server {}, broker {}", secs(namesrv_running), secs(running));
-    pods_api.create(&PostParams::default(), &pods::probe_pod("client", &image("workload"), &addrs.headless)?).await?;
+    println!(
+        "pod start, created → Running, rocketmq image: name server {}, broker {}",
+        secs(namesrv_running),
+        secs(running)
+    );
+    pods_api
+        .create(
+            &PostParams::default(),
+            &pods::probe_pod("client", &image("workload"), &addrs.headless)?,
+        )
+        .await?;
     let (_, state) = wait_finished(&pods_api, "client", WAIT).await?;
     let served = created.elapsed();
     println!(
@@ -107,7 +176,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t = Instant::now();
     let mq = RocketMq::start().await?;
-    println!("RocketMQ as local processes (name server + broker), start to send + receive: {}", secs(t.elapsed()));
+    println!(
+        "RocketMQ as local processes (name server + broker), start to send + receive: {}",
+        secs(t.elapsed())
+    );
     drop(mq);
     Ok(())
 }

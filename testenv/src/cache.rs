@@ -17,7 +17,9 @@ pub fn root() -> PathBuf {
     if let Some(dir) = std::env::var_os("DOJO_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("rocketmq-dojo")
 }
 
@@ -25,7 +27,11 @@ fn installed(tool: &'static str, step: &'static str, dir: PathBuf) -> Result<Pat
     if dir.join(".done").is_file() {
         Ok(dir)
     } else {
-        Err(Error::NotInstalled { tool, path: dir, step })
+        Err(Error::NotInstalled {
+            tool,
+            path: dir,
+            step,
+        })
     }
 }
 
@@ -51,32 +57,69 @@ pub fn kwok_bin() -> Result<PathBuf> {
 // another cache without touching the process environment.
 
 pub fn rocketmq_lib_in(root: &Path) -> Result<PathBuf> {
-    Ok(installed("Apache RocketMQ", "rocketmq", root.join(format!("rocketmq-{ROCKETMQ_VERSION}")))?.join("lib"))
+    Ok(installed(
+        "Apache RocketMQ",
+        "rocketmq",
+        root.join(format!("rocketmq-{ROCKETMQ_VERSION}")),
+    )?
+    .join("lib"))
 }
 
 pub fn kube_bin_in(root: &Path, name: &str) -> Result<PathBuf> {
-    Ok(installed("Kubernetes", "kube", root.join(format!("kube-{KUBE_VERSION}")))?.join("bin").join(name))
+    Ok(installed(
+        "Kubernetes",
+        "kube",
+        root.join(format!("kube-{KUBE_VERSION}")),
+    )?
+    .join("bin")
+    .join(name))
 }
 
 pub fn etcd_bin_in(root: &Path) -> Result<PathBuf> {
-    Ok(installed("etcd", "etcd", root.join(format!("etcd-{ETCD_VERSION}")))?.join("bin").join("etcd"))
+    Ok(
+        installed("etcd", "etcd", root.join(format!("etcd-{ETCD_VERSION}")))?
+            .join("bin")
+            .join("etcd"),
+    )
 }
 
 pub fn kwok_bin_in(root: &Path) -> Result<PathBuf> {
-    Ok(installed("kwok", "kwok", root.join(format!("kwok-{KWOK_VERSION}")))?.join("bin").join("kwok"))
+    Ok(
+        installed("kwok", "kwok", root.join(format!("kwok-{KWOK_VERSION}")))?
+            .join("bin")
+            .join("kwok"),
+    )
 }
 
 /// Path of a binary of the real node (`kubelet`, `kube-proxy`, `pause`).
 pub fn node_bin_in(root: &Path, name: &str) -> Result<PathBuf> {
-    Ok(installed("the real node (kubelet, kube-proxy)", "node", root.join(format!("node-{KUBE_VERSION}")))?.join("bin").join(name))
+    Ok(installed(
+        "the real node (kubelet, kube-proxy)",
+        "node",
+        root.join(format!("node-{KUBE_VERSION}")),
+    )?
+    .join("bin")
+    .join(name))
 }
 
 pub fn crictl_bin_in(root: &Path) -> Result<PathBuf> {
-    Ok(installed("crictl", "node", root.join(format!("crictl-{CRICTL_VERSION}")))?.join("bin").join("crictl"))
+    Ok(installed(
+        "crictl",
+        "node",
+        root.join(format!("crictl-{CRICTL_VERSION}")),
+    )?
+    .join("bin")
+    .join("crictl"))
 }
 
 pub fn coredns_bin_in(root: &Path) -> Result<PathBuf> {
-    Ok(installed("CoreDNS", "node", root.join(format!("coredns-{COREDNS_VERSION}")))?.join("bin").join("coredns"))
+    Ok(installed(
+        "CoreDNS",
+        "node",
+        root.join(format!("coredns-{COREDNS_VERSION}")),
+    )?
+    .join("bin")
+    .join("coredns"))
 }
 
 /// Fails with a clear message when `program` is not on PATH.
@@ -102,7 +145,10 @@ mod tests {
             ("CRICTL_VERSION", super::CRICTL_VERSION),
             ("COREDNS_VERSION", super::COREDNS_VERSION),
         ] {
-            assert!(script.contains(&format!("\n{var}={version}\n")), "deps.sh must pin {var}={version}");
+            assert!(
+                script.contains(&format!("\n{var}={version}\n")),
+                "deps.sh must pin {var}={version}"
+            );
         }
     }
 }

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 use crate::error::{Error, Result};
@@ -73,9 +74,14 @@ pub fn generate(dir: &Path) -> Result<Pki> {
 
     let ca_key = KeyPair::generate().map_err(rcgen_err("CA key"))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("CA"))?;
-    ca.distinguished_name.push(DnType::CommonName, "dojo-test-ca");
+    ca.distinguished_name
+        .push(DnType::CommonName, "dojo-test-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).map_err(rcgen_err("CA"))?;
     write(&pki.ca_cert, &ca_cert.pem())?;
     write(&pki.ca_key, &ca_key.serialize_pem())?;
@@ -84,18 +90,40 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     let key = KeyPair::generate().map_err(rcgen_err("apiserver key"))?;
     let names: Vec<String> = APISERVER_NAMES.iter().map(|s| s.to_string()).collect();
     let mut serving = CertificateParams::new(names).map_err(rcgen_err("apiserver certificate"))?;
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     serving.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = serving.signed_by(&key, &issuer).map_err(rcgen_err("apiserver certificate"))?;
+    let cert = serving
+        .signed_by(&key, &issuer)
+        .map_err(rcgen_err("apiserver certificate"))?;
     write(&pki.apiserver_cert, &cert.pem())?;
     write(&pki.apiserver_key, &key.serialize_pem())?;
 
     // O=system:masters: bound to cluster-admin by the default RBAC policy.
-    client_cert(&issuer, "dojo-admin", Some("system:masters"), &pki.admin_cert, &pki.admin_key)?;
+    client_cert(
+        &issuer,
+        "dojo-admin",
+        Some("system:masters"),
+        &pki.admin_cert,
+        &pki.admin_key,
+    )?;
     let node_user = format!("system:node:{}", crate::node::NODE_NAME);
-    client_cert(&issuer, &node_user, Some("system:nodes"), &pki.kubelet_cert, &pki.kubelet_key)?;
-    client_cert(&issuer, "system:kube-proxy", None, &pki.kube_proxy_cert, &pki.kube_proxy_key)?;
+    client_cert(
+        &issuer,
+        &node_user,
+        Some("system:nodes"),
+        &pki.kubelet_cert,
+        &pki.kubelet_key,
+    )?;
+    client_cert(
+        &issuer,
+        "system:kube-proxy",
+        None,
+        &pki.kube_proxy_cert,
+        &pki.kube_proxy_key,
+    )?;
 
     let sa = KeyPair::generate().map_err(rcgen_err("service-account key"))?;
     write(&pki.sa_key, &sa.serialize_pem())?;
@@ -104,16 +132,27 @@ pub fn generate(dir: &Path) -> Result<Pki> {
 }
 
 /// A client certificate for user `cn` in group `org`, signed by the CA.
-fn client_cert(issuer: &Issuer<'_, KeyPair>, cn: &str, org: Option<&str>, cert_path: &Path, key_path: &Path) -> Result<()> {
+fn client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    org: Option<&str>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<()> {
     let key = KeyPair::generate().map_err(rcgen_err("client key"))?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("client certificate"))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("client certificate"))?;
     params.distinguished_name.push(DnType::CommonName, cn);
     if let Some(org) = org {
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, issuer).map_err(rcgen_err("client certificate"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(rcgen_err("client certificate"))?;
     write(cert_path, &cert.pem())?;
     write(key_path, &key.serialize_pem())
 }
@@ -141,7 +180,11 @@ mod tests {
             (&pki.sa_pub, "PUBLIC KEY"),
         ] {
             let text = std::fs::read_to_string(path).unwrap();
-            assert!(text.starts_with(&format!("-----BEGIN {tag}-----")), "{} is not a PEM {tag}", path.display());
+            assert!(
+                text.starts_with(&format!("-----BEGIN {tag}-----")),
+                "{} is not a PEM {tag}",
+                path.display()
+            );
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::certs::{self, Pki};
 use crate::error::{Error, Result};
 use crate::node::{self, Node as RealNode, NodeParams};
 use crate::ports;
-use crate::process::{self, Process, Spec, Component};
+use crate::process::{self, Component, Process, Spec};
 
 /// How long each step of the start (etcd, apiserver, the rest) may take.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -59,7 +59,12 @@ pub struct ControlPlaneBuilder {
 
 impl Default for ControlPlaneBuilder {
     fn default() -> Self {
-        ControlPlaneBuilder { cache_root: None, dir: None, sa_credentials: true, real_node: false }
+        ControlPlaneBuilder {
+            cache_root: None,
+            dir: None,
+            sa_credentials: true,
+            real_node: false,
+        }
     }
 }
 
@@ -133,7 +138,11 @@ impl Binaries {
             (&bins.kwok, "kwok", "kwok"),
         ] {
             if !path.is_file() {
-                return Err(Error::NotInstalled { tool, path: path.clone(), step });
+                return Err(Error::NotInstalled {
+                    tool,
+                    path: path.clone(),
+                    step,
+                });
             }
         }
         Ok(bins)
@@ -165,7 +174,10 @@ pub struct ControlPlane {
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlane").field("server_url", &self.server_url).field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("ControlPlane")
+            .field("server_url", &self.server_url)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,7 +204,9 @@ impl ControlPlane {
         let mut phases = Vec::new();
         let cache_root = b.cache_root.unwrap_or_else(cache::root);
         let bins = Binaries::locate(&cache_root)?;
-        if b.real_node && let Some(reason) = node::unsupported_reason() {
+        if b.real_node
+            && let Some(reason) = node::unsupported_reason()
+        {
             return Err(Error::NodeUnsupported { reason });
         }
         let (tmp, root) = match b.dir {
@@ -201,7 +215,10 @@ impl ControlPlane {
                 (None, dir)
             }
             None => {
-                let t = tempfile::Builder::new().prefix("dojo-kube-").tempdir().map_err(Error::io(std::env::temp_dir()))?;
+                let t = tempfile::Builder::new()
+                    .prefix("dojo-kube-")
+                    .tempdir()
+                    .map_err(Error::io(std::env::temp_dir()))?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -231,10 +248,17 @@ impl ControlPlane {
         let pki = certs::generate(&root.join("pki"))?;
         let server_url = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = root.join("admin.kubeconfig");
-        write_file(&kubeconfig, &kubeconfig_yaml(&server_url, &pki.ca_cert, &admin_user(&pki)))?;
+        write_file(
+            &kubeconfig,
+            &kubeconfig_yaml(&server_url, &pki.ca_cert, &admin_user(&pki)),
+        )?;
         process::wait_ready(&mut etcd, START_TIMEOUT, POLL, || async move {
             let reply = http_get(etcd_port, "/health").await?;
-            if reply.contains("\"health\":\"true\"") { Ok(Some(())) } else { Err(format!("/health answered {reply:?}")) }
+            if reply.contains("\"health\":\"true\"") {
+                Ok(Some(()))
+            } else {
+                Err(format!("/health answered {reply:?}"))
+            }
         })
         .await?;
         phases.push(("etcd healthy", t0.elapsed()));
@@ -256,7 +280,10 @@ impl ControlPlane {
                 "--authorization-mode=Node,RBAC".into(),
                 format!("--service-account-issuer={SA_ISSUER}"),
                 format!("--service-account-key-file={}", pki.sa_pub.display()),
-                format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki.sa_key.display()
+                ),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--allow-privileged=true".into(),
                 // Logs and exec reach a real node's kubelet, which trusts
@@ -273,13 +300,16 @@ impl ControlPlane {
             ],
         )?;
         let config = load_config(&kubeconfig).await?;
-        let client = kube::Client::try_from(config.clone()).map_err(|e| Error::failed("building the admin client", e))?;
+        let client = kube::Client::try_from(config.clone())
+            .map_err(|e| Error::failed("building the admin client", e))?;
         {
             let client = client.clone();
             process::wait_ready(&mut apiserver, START_TIMEOUT, POLL, move || {
                 let client = client.clone();
                 async move {
-                    let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+                    let req = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .map_err(|e| e.to_string())?;
                     match tokio::time::timeout(PROBE_TIMEOUT, client.request_text(req)).await {
                         Ok(Ok(body)) if body.trim() == "ok" => Ok(Some(())),
                         Ok(Ok(body)) => Err(format!("/readyz answered {body:?}")),
@@ -297,12 +327,21 @@ impl ControlPlane {
         // their own HTTPS endpoints is not needed (health paths are always
         // allowed) and, without a request-header CA on the apiserver, it
         // floods their logs with errors.
-        let common = |p: &Path| vec![kc(p), "--leader-elect=false".to_string(), "--bind-address=127.0.0.1".into()];
+        let common = |p: &Path| {
+            vec![
+                kc(p),
+                "--leader-elect=false".to_string(),
+                "--bind-address=127.0.0.1".into(),
+            ]
+        };
         let mut kcm_args = common(&kubeconfig);
         kcm_args.extend([
             format!("--secure-port={kcm_port}"),
             format!("--cert-dir={}", root.join("controller-manager").display()),
-            format!("--service-account-private-key-file={}", pki.sa_key.display()),
+            format!(
+                "--service-account-private-key-file={}",
+                pki.sa_key.display()
+            ),
             format!("--root-ca-file={}", pki.ca_cert.display()),
             format!("--cluster-signing-cert-file={}", pki.ca_cert.display()),
             format!("--cluster-signing-key-file={}", pki.ca_key.display()),
@@ -314,9 +353,17 @@ impl ControlPlane {
             // their pods, which no real fault caused.
             "--node-monitor-grace-period=5m".into(),
         ]);
-        let mut controller_manager = spawn("kube-controller-manager", &bins.controller_manager, &root, kcm_args)?;
+        let mut controller_manager = spawn(
+            "kube-controller-manager",
+            &bins.controller_manager,
+            &root,
+            kcm_args,
+        )?;
         let mut sched_args = common(&kubeconfig);
-        sched_args.extend([format!("--secure-port={sched_port}"), format!("--cert-dir={}", root.join("scheduler").display())]);
+        sched_args.extend([
+            format!("--secure-port={sched_port}"),
+            format!("--cert-dir={}", root.join("scheduler").display()),
+        ]);
         let mut scheduler = spawn("kube-scheduler", &bins.scheduler, &root, sched_args)?;
         let kwok_home = root.join("kwok-home");
         std::fs::create_dir_all(&kwok_home).map_err(Error::io(&kwok_home))?;
@@ -357,7 +404,12 @@ impl ControlPlane {
             process::wait_ready(&mut kwok, START_TIMEOUT, POLL, move || {
                 let nodes: Api<Node> = Api::all(client.clone());
                 async move {
-                    match tokio::time::timeout(PROBE_TIMEOUT, nodes.list(&ListParams::default().labels("type=kwok"))).await {
+                    match tokio::time::timeout(
+                        PROBE_TIMEOUT,
+                        nodes.list(&ListParams::default().labels("type=kwok")),
+                    )
+                    .await
+                    {
                         Ok(Ok(list)) => nodes_state(&list.items),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("the apiserver did not answer within 5s".into()),
@@ -390,7 +442,11 @@ impl ControlPlane {
                 client: client.clone(),
             })
             .await?;
-            phases.extend(node.startup_phases().iter().map(|(what, at)| (*what, t0.elapsed() - node.startup_time() + *at)));
+            phases.extend(
+                node.startup_phases()
+                    .iter()
+                    .map(|(what, at)| (*what, t0.elapsed() - node.startup_time() + *at)),
+            );
             Some(node)
         } else {
             None
@@ -425,7 +481,8 @@ impl ControlPlane {
     /// whose connections were opened on another (since dropped) runtime
     /// fails. Call it inside a runtime.
     pub fn client(&self) -> kube::Client {
-        kube::Client::try_from(self.config.clone()).expect("the admin client config was already used to start the plane")
+        kube::Client::try_from(self.config.clone())
+            .expect("the admin client config was already used to start the plane")
     }
 
     /// The admin client's configuration (to adjust timeouts and the like).
@@ -479,24 +536,35 @@ impl ControlPlane {
     pub async fn client_for_service_account(&self, ns: &str, name: &str) -> Result<kube::Client> {
         let token = self.service_account_token(ns, name).await?;
         let user = format!("token: {}", quote(&token));
-        let kc = Kubeconfig::from_yaml(&kubeconfig_yaml(&self.server_url, &self.pki.ca_cert, &user))
-            .map_err(|e| Error::failed("building a service-account kubeconfig", e))?;
+        let kc =
+            Kubeconfig::from_yaml(&kubeconfig_yaml(&self.server_url, &self.pki.ca_cert, &user))
+                .map_err(|e| Error::failed("building a service-account kubeconfig", e))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| Error::failed("building a service-account kubeconfig", e))?;
-        kube::Client::try_from(config).map_err(|e| Error::failed("building a service-account client", e))
+        kube::Client::try_from(config)
+            .map_err(|e| Error::failed("building a service-account client", e))
     }
 
     /// A token for ServiceAccount `ns/name`, from the TokenRequest API.
     pub async fn service_account_token(&self, ns: &str, name: &str) -> Result<String> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client(), ns);
         let req = TokenRequest {
-            spec: TokenRequestSpec { expiration_seconds: Some(24 * 3600), ..Default::default() },
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(24 * 3600),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let resp = sas.create_token_request(name, &PostParams::default(), &req).await.map_err(|e| {
-            Error::failed(format!("requesting a token for ServiceAccount {ns}/{name}"), format!("{e} (does the ServiceAccount exist?)"))
-        })?;
+        let resp = sas
+            .create_token_request(name, &PostParams::default(), &req)
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    format!("requesting a token for ServiceAccount {ns}/{name}"),
+                    format!("{e} (does the ServiceAccount exist?)"),
+                )
+            })?;
         Ok(resp.status.map(|s| s.token).unwrap_or_default())
     }
 
@@ -508,7 +576,10 @@ impl ControlPlane {
         let ns = Namespace {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{prefix}-")),
-                labels: Some(BTreeMap::from([("dojo.test/prefix".to_string(), prefix.to_string())])),
+                labels: Some(BTreeMap::from([(
+                    "dojo.test/prefix".to_string(),
+                    prefix.to_string(),
+                )])),
                 ..Default::default()
             },
             ..Default::default()
@@ -523,7 +594,9 @@ impl ControlPlane {
         loop {
             match sas.get_opt("default").await {
                 Ok(Some(_)) => return Ok(name),
-                Ok(None) if start.elapsed() < Duration::from_secs(30) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(None) if start.elapsed() < Duration::from_secs(30) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
                 Ok(None) => {
                     return Err(Error::NotReady {
                         what: format!("namespace {name}"),
@@ -533,28 +606,45 @@ impl ControlPlane {
                         tail: self.controller_manager.log_tail(20),
                     });
                 }
-                Err(e) => return Err(Error::failed(format!("reading ServiceAccount {name}/default"), e)),
+                Err(e) => {
+                    return Err(Error::failed(
+                        format!("reading ServiceAccount {name}/default"),
+                        e,
+                    ));
+                }
             }
         }
     }
 
     /// Every process of the plane with its pid and memory.
     pub fn components(&self) -> Vec<Component> {
-        self.processes()
-            .iter()
-            .map(|p| p.component())
-            .collect()
+        self.processes().iter().map(|p| p.component()).collect()
     }
 
     fn processes(&self) -> [&Process; 5] {
-        [&self.etcd, &self.apiserver, &self.controller_manager, &self.scheduler, &self.kwok]
+        [
+            &self.etcd,
+            &self.apiserver,
+            &self.controller_manager,
+            &self.scheduler,
+            &self.kwok,
+        ]
     }
 
     /// The last `lines` lines of every component's log.
     pub fn log_tails(&self, lines: usize) -> String {
-        let mut out = self.node.as_ref().map(|n| n.log_tails(lines)).unwrap_or_default();
+        let mut out = self
+            .node
+            .as_ref()
+            .map(|n| n.log_tails(lines))
+            .unwrap_or_default();
         for p in self.processes() {
-            out.push_str(&format!("----- {} ({}), last lines -----\n{}\n", p.name(), p.log_path().display(), p.log_tail(lines)));
+            out.push_str(&format!(
+                "----- {} ({}), last lines -----\n{}\n",
+                p.name(),
+                p.log_path().display(),
+                p.log_tail(lines)
+            ));
         }
         out
     }
@@ -581,7 +671,10 @@ impl ControlPlane {
         Self::shared_in(&SHARED_REAL, ControlPlaneBuilder::default().real_node()).await
     }
 
-    async fn shared_in(cell: &'static SharedCell, builder: ControlPlaneBuilder) -> Result<&'static ControlPlane> {
+    async fn shared_in(
+        cell: &'static SharedCell,
+        builder: ControlPlaneBuilder,
+    ) -> Result<&'static ControlPlane> {
         // Report a missing install as such, not as a failed start.
         Binaries::locate(&cache::root())?;
         let started = cell
@@ -590,23 +683,30 @@ impl ControlPlane {
                 // A thread of its own: the children die with the thread that
                 // spawned them, and test threads and their runtimes end with
                 // each test.
-                let spawned = std::thread::Builder::new().name("dojo-control-plane".into()).spawn(move || {
-                    let started = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt.block_on(builder.start()).map_err(|e| e.to_string()),
-                        Err(e) => Err(format!("building its runtime: {e}")),
-                    };
-                    let ok = started.is_ok();
-                    let _ = tx.send(started);
-                    if ok {
-                        loop {
-                            std::thread::park();
+                let spawned = std::thread::Builder::new()
+                    .name("dojo-control-plane".into())
+                    .spawn(move || {
+                        let started = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(builder.start()).map_err(|e| e.to_string()),
+                            Err(e) => Err(format!("building its runtime: {e}")),
+                        };
+                        let ok = started.is_ok();
+                        let _ = tx.send(started);
+                        if ok {
+                            loop {
+                                std::thread::park();
+                            }
                         }
-                    }
-                });
+                    });
                 if let Err(e) = spawned {
                     return Err(format!("spawning its thread: {e}"));
                 }
-                let started = rx.await.unwrap_or_else(|_| Err("its thread ended without an answer".into()));
+                let started = rx
+                    .await
+                    .unwrap_or_else(|_| Err("its thread ended without an answer".into()));
                 if started.is_ok() {
                     // SAFETY: registers a plain extern "C" fn without captures.
                     unsafe { libc::atexit(stop_shared_at_exit) };
@@ -614,7 +714,9 @@ impl ControlPlane {
                 started
             })
             .await;
-        started.as_ref().map_err(|detail| Error::failed("starting the shared control plane", detail))
+        started
+            .as_ref()
+            .map_err(|detail| Error::failed("starting the shared control plane", detail))
     }
 
     /// SIGKILL to every component, reap them, remove the temp dir: the
@@ -689,7 +791,10 @@ fn distinct_free_ports<const N: usize>() -> Result<[u16; N]> {
             }
         }
     }
-    Err(Error::failed("picking free ports", format!("found no {N} distinct free ports on 127.0.0.1")))
+    Err(Error::failed(
+        "picking free ports",
+        format!("found no {N} distinct free ports on 127.0.0.1"),
+    ))
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
@@ -707,7 +812,11 @@ fn admin_user(pki: &Pki) -> String {
 
 /// The `user:` body of a kubeconfig for a client certificate.
 pub(crate) fn cert_user(cert: &Path, key: &Path) -> String {
-    format!("client-certificate: {}\n    client-key: {}", quote(&cert.display().to_string()), quote(&key.display().to_string()))
+    format!(
+        "client-certificate: {}\n    client-key: {}",
+        quote(&cert.display().to_string()),
+        quote(&key.display().to_string())
+    )
 }
 
 /// A kubeconfig with one cluster, one user (`user` is the body of its
@@ -741,7 +850,9 @@ current-context: dojo
 async fn load_config(kubeconfig: &Path) -> Result<kube::Config> {
     let what = || format!("loading {}", kubeconfig.display());
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::failed(what(), e))?;
-    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| Error::failed(what(), e))
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::failed(what(), e))
 }
 
 /// The three fake nodes: generous capacity, one per zone; tainted
@@ -777,7 +888,10 @@ async fn create_nodes(client: &kube::Client, tainted: bool) -> Result<()> {
             },
         }))
         .map_err(|e| Error::failed("building a Node", e))?;
-        nodes.create(&PostParams::default(), &node).await.map_err(|e| Error::failed(format!("creating Node {name}"), e))?;
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .map_err(|e| Error::failed(format!("creating Node {name}"), e))?;
     }
     Ok(())
 }
@@ -788,7 +902,10 @@ fn nodes_state(nodes: &[Node]) -> std::result::Result<Option<()>, String> {
     let mut waiting = Vec::new();
     for zone in ZONES {
         let name = node_name(zone);
-        let Some(node) = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name.as_str())) else {
+        let Some(node) = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+        else {
             waiting.push(format!("{name} missing"));
             continue;
         };
@@ -798,26 +915,45 @@ fn nodes_state(nodes: &[Node]) -> std::result::Result<Option<()>, String> {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .is_some_and(|c| c.status == "True");
-        let taints: Vec<String> =
-            node.spec.as_ref().and_then(|s| s.taints.as_ref()).into_iter().flatten().filter(|t| t.key != KWOK_TAINT).map(|t| format!("{}:{}", t.key, t.effect)).collect();
+        let taints: Vec<String> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|t| t.key != KWOK_TAINT)
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
         if !ready {
             waiting.push(format!("{name} not Ready"));
         } else if !taints.is_empty() {
             waiting.push(format!("{name} tainted {}", taints.join(",")));
         }
     }
-    if waiting.is_empty() { Ok(Some(())) } else { Err(waiting.join("; ")) }
+    if waiting.is_empty() {
+        Ok(Some(()))
+    } else {
+        Err(waiting.join("; "))
+    }
 }
 
 /// A bare HTTP/1.0 GET on 127.0.0.1 (etcd's plain-HTTP health endpoint).
 pub(crate) async fn http_get(port: u16, path: &str) -> std::result::Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("connect: {e}"))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        s.read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     };
-    tokio::time::timeout(PROBE_TIMEOUT, exchange).await.map_err(|_| format!("GET {path} timed out"))?
+    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("GET {path} timed out"))?
 }

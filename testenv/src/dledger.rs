@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::MQAdminReadExt;
 
-use dojo_kit::Clients;
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::process::Component;
 use crate::rocketmq::{self, BrokerConfig, Role, Server, print_tails};
+use dojo_kit::Clients;
 
 /// The zones, in order; broker `i` lives in `ZONES[i]` with DLedger id `n{i}`.
 pub const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
@@ -37,7 +37,12 @@ pub struct DLedgerGroup {
 }
 
 fn zone_index(zone: &str) -> Result<usize> {
-    ZONES.iter().position(|z| *z == zone).ok_or_else(|| Error::failed(format!("zone {zone:?}"), format!("no such zone; the zones are {ZONES:?}")))
+    ZONES.iter().position(|z| *z == zone).ok_or_else(|| {
+        Error::failed(
+            format!("zone {zone:?}"),
+            format!("no such zone; the zones are {ZONES:?}"),
+        )
+    })
 }
 
 impl DLedgerGroup {
@@ -45,10 +50,20 @@ impl DLedgerGroup {
     /// once a leader is elected and a client can send and receive.
     pub async fn start() -> Result<DLedgerGroup> {
         crate::cache::rocketmq_lib()?;
-        let tmp = tempfile::Builder::new().prefix("dojo-dledger-").tempdir().map_err(Error::io(std::env::temp_dir()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("dojo-dledger-")
+            .tempdir()
+            .map_err(Error::io(std::env::temp_dir()))?;
         let root = tmp.path().to_path_buf();
         let ns_port = ports::free_port()?;
-        let namesrv = Server::start(Role::NameServer, "namesrv", &root.join("namesrv"), ns_port, &format!("listenPort={ns_port}\n")).await?;
+        let namesrv = Server::start(
+            Role::NameServer,
+            "namesrv",
+            &root.join("namesrv"),
+            ns_port,
+            &format!("listenPort={ns_port}\n"),
+        )
+        .await?;
 
         // Per broker: fast port (main - 2), main, HA (main + 1), and a DLedger port.
         let mut mains = Vec::new();
@@ -81,15 +96,37 @@ impl DLedgerGroup {
         let starts = configs.iter().zip(ZONES).map(|(c, zone)| {
             let home = root.join(zone);
             let conf = c.to_properties();
-            async move { Server::start(Role::Broker, &format!("broker-{zone}"), &home, c.listen_port, &conf).await }
+            async move {
+                Server::start(
+                    Role::Broker,
+                    &format!("broker-{zone}"),
+                    &home,
+                    c.listen_port,
+                    &conf,
+                )
+                .await
+            }
         });
         let brokers = futures::future::try_join_all(starts).await?;
-        let group = DLedgerGroup { namesrv, brokers, configs, frozen: vec![false; ZONES.len()], root, _tmp: tmp };
+        let group = DLedgerGroup {
+            namesrv,
+            brokers,
+            configs,
+            frozen: vec![false; ZONES.len()],
+            root,
+            _tmp: tmp,
+        };
         group.wait_leader(Duration::from_secs(60)).await?;
         let clients = group.clients("ready-probe")?;
         let probe = rocketmq::probe_send_receive(&clients, Duration::from_secs(60)).await;
         clients.shutdown().await;
-        probe.map_err(|detail| Error::NotReady { what: "DLedger group (send and receive)".into(), secs: 60, detail, log: group.root.clone(), tail: String::new() })?;
+        probe.map_err(|detail| Error::NotReady {
+            what: "DLedger group (send and receive)".into(),
+            secs: 60,
+            detail,
+            log: group.root.clone(),
+            tail: String::new(),
+        })?;
         Ok(group)
     }
 
@@ -124,21 +161,39 @@ impl DLedgerGroup {
         let clients = self.clients("leader-query")?;
         let mut admin = clients.admin();
         let result = async {
-            admin.start().await.map_err(|e| Error::failed("admin session", e))?;
-            MQAdminReadExt::examine_broker_cluster_info(&admin).await.map_err(|e| Error::failed("cluster info from the name server", e))
+            admin
+                .start()
+                .await
+                .map_err(|e| Error::failed("admin session", e))?;
+            MQAdminReadExt::examine_broker_cluster_info(&admin)
+                .await
+                .map_err(|e| Error::failed("cluster info from the name server", e))
         }
         .await;
         admin.shutdown().await;
         clients.shutdown().await;
         let info = result?;
-        let master = info.broker_addr_table.as_ref().and_then(|t| t.get(GROUP)).and_then(|b| b.broker_addrs().get(&0).cloned());
-        let by_addr: HashMap<String, &'static str> = self.configs.iter().zip(ZONES).map(|(c, z)| (format!("127.0.0.1:{}", c.listen_port), z)).collect();
+        let master = info
+            .broker_addr_table
+            .as_ref()
+            .and_then(|t| t.get(GROUP))
+            .and_then(|b| b.broker_addrs().get(&0).cloned());
+        let by_addr: HashMap<String, &'static str> = self
+            .configs
+            .iter()
+            .zip(ZONES)
+            .map(|(c, z)| (format!("127.0.0.1:{}", c.listen_port), z))
+            .collect();
         Ok(master.and_then(|addr| by_addr.get(addr.as_str()).copied()))
     }
 
     /// Waits until a leader other than `not` (if given) is listed; returns it
     /// and how long the wait took.
-    pub async fn wait_new_leader(&self, not: Option<&str>, timeout: Duration) -> Result<(&'static str, Duration)> {
+    pub async fn wait_new_leader(
+        &self,
+        not: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(&'static str, Duration)> {
         let start = Instant::now();
         loop {
             if let Ok(Some(zone)) = self.leader().await
@@ -152,7 +207,14 @@ impl DLedgerGroup {
                     secs: timeout.as_secs(),
                     detail: format!("no leader other than {not:?} listed by the name server"),
                     log: self.root.clone(),
-                    tail: self.brokers.iter().map(|b| format!("[{}]\n{}", b.name(), crate::process::tail(&b.main_log(), 8))).collect::<Vec<_>>().join("\n"),
+                    tail: self
+                        .brokers
+                        .iter()
+                        .map(|b| {
+                            format!("[{}]\n{}", b.name(), crate::process::tail(&b.main_log(), 8))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -196,7 +258,10 @@ impl DLedgerGroup {
 
     /// Name, pid and memory of every server, for benchmarks.
     pub fn components(&self) -> Vec<Component> {
-        std::iter::once(&self.namesrv).chain(&self.brokers).map(Server::component).collect()
+        std::iter::once(&self.namesrv)
+            .chain(&self.brokers)
+            .map(Server::component)
+            .collect()
     }
 }
 
@@ -204,7 +269,9 @@ impl Drop for DLedgerGroup {
     fn drop(&mut self) {
         // Frozen processes cannot die from SIGTERM; SIGKILL on drop works anyway.
         if std::thread::panicking() {
-            let all: Vec<&Server> = std::iter::once(&self.namesrv).chain(&self.brokers).collect();
+            let all: Vec<&Server> = std::iter::once(&self.namesrv)
+                .chain(&self.brokers)
+                .collect();
             print_tails(&all);
         }
     }

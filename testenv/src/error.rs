@@ -4,23 +4,49 @@ use std::path::PathBuf;
 /// environment. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{tool} is not installed in {path}: run `make deps` (or testenv/bootstrap/deps.sh {step}) first")]
-    NotInstalled { tool: &'static str, path: PathBuf, step: &'static str },
+    #[error(
+        "{tool} is not installed in {path}: run `make deps` (or testenv/bootstrap/deps.sh {step}) first"
+    )]
+    NotInstalled {
+        tool: &'static str,
+        path: PathBuf,
+        step: &'static str,
+    },
 
     #[error("`{program}` is not on PATH: {hint}")]
-    MissingProgram { program: &'static str, hint: &'static str },
+    MissingProgram {
+        program: &'static str,
+        hint: &'static str,
+    },
 
-    #[error("port {port} on 127.0.0.1 wanted for the {what} is already in use: stop whatever listens there (`ss -ltnp 'sport = :{port}'`) or let the environment pick free ports")]
+    #[error(
+        "port {port} on 127.0.0.1 wanted for the {what} is already in use: stop whatever listens there (`ss -ltnp 'sport = :{port}'`) or let the environment pick free ports"
+    )]
     PortInUse { port: u16, what: String },
 
     #[error("could not start {what}: {source}")]
-    Spawn { what: String, #[source] source: std::io::Error },
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("{what} exited before it was ready ({status}); last lines of {log}:\n{tail}")]
-    Exited { what: String, status: String, log: PathBuf, tail: String },
+    Exited {
+        what: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
 
     #[error("{what} was not ready after {secs}s ({detail}); last lines of {log}:\n{tail}")]
-    NotReady { what: String, secs: u64, detail: String, log: PathBuf, tail: String },
+    NotReady {
+        what: String,
+        secs: u64,
+        detail: String,
+        log: PathBuf,
+        tail: String,
+    },
 
     #[error("a real Kubernetes node cannot run on this machine: {reason}")]
     NodeUnsupported { reason: String },
@@ -32,7 +58,11 @@ pub enum Error {
     Client(#[from] dojo_kit::KitError),
 
     #[error("I/O on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,6 +74,9 @@ impl Error {
     }
 
     pub(crate) fn failed(what: impl Into<String>, detail: impl std::fmt::Display) -> Error {
-        Error::Failed { what: what.into(), detail: detail.to_string() }
+        Error::Failed {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
     }
 }

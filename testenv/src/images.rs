@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 
 /// The build script, in the repository beside this crate.
 pub fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("images").join("build.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("images")
+        .join("build.sh")
 }
 
 /// One image as `images/build.sh` reported it.
@@ -36,12 +39,22 @@ pub fn build<S: AsRef<str>>(images: &[S]) -> Result<Vec<Built>> {
         .arg(&script)
         .args(images.iter().map(|s| s.as_ref()))
         .output()
-        .map_err(|source| Error::Spawn { what: script.display().to_string(), source })?;
+        .map_err(|source| Error::Spawn {
+            what: script.display().to_string(),
+            source,
+        })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(Error::failed(
-            format!("building images {}", images.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(" ")),
+            format!(
+                "building images {}",
+                images
+                    .iter()
+                    .map(|s| s.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
             format!("images/build.sh {}:\n{stdout}{stderr}", out.status),
         ));
     }
@@ -51,14 +64,22 @@ pub fn build<S: AsRef<str>>(images: &[S]) -> Result<Vec<Built>> {
 fn parse_line(line: &str) -> Result<Built> {
     let cols: Vec<&str> = line.split_whitespace().collect();
     let [name, reference, archive, bytes, how] = cols[..] else {
-        return Err(Error::failed("reading images/build.sh's report", format!("unexpected line {line:?}")));
+        return Err(Error::failed(
+            "reading images/build.sh's report",
+            format!("unexpected line {line:?}"),
+        ));
     };
     Ok(Built {
         name: name.into(),
         reference: reference.into(),
         archive: archive.into(),
-        bytes: bytes.parse().map_err(|e| Error::failed("reading images/build.sh's report", format!("{line:?}: {e}")))?,
-        seconds: how.trim_start_matches("cached:").strip_suffix('s').and_then(|s| s.parse().ok()),
+        bytes: bytes.parse().map_err(|e| {
+            Error::failed("reading images/build.sh's report", format!("{line:?}: {e}"))
+        })?,
+        seconds: how
+            .trim_start_matches("cached:")
+            .strip_suffix('s')
+            .and_then(|s| s.parse().ok()),
         cached: how.starts_with("cached:"),
     })
 }
@@ -67,9 +88,18 @@ fn parse_line(line: &str) -> Result<Built> {
 mod tests {
     #[test]
     fn reads_the_report_lines() {
-        let built = super::parse_line("pause localhost/rocketmq-dojo/pause:0.1.0 /c/images/pause-0.1.0.tar 812032 3s").unwrap();
-        assert_eq!((built.name.as_str(), built.bytes, built.seconds), ("pause", 812032, Some(3)));
-        let cached = super::parse_line("rocketmq localhost/rocketmq-dojo/rocketmq:0.1.0 /c/r.tar 9 cached:77s").unwrap();
+        let built = super::parse_line(
+            "pause localhost/rocketmq-dojo/pause:0.1.0 /c/images/pause-0.1.0.tar 812032 3s",
+        )
+        .unwrap();
+        assert_eq!(
+            (built.name.as_str(), built.bytes, built.seconds),
+            ("pause", 812032, Some(3))
+        );
+        let cached = super::parse_line(
+            "rocketmq localhost/rocketmq-dojo/rocketmq:0.1.0 /c/r.tar 9 cached:77s",
+        )
+        .unwrap();
         assert_eq!((cached.seconds, cached.cached), (Some(77), true));
         assert!(super::parse_line("garbage").is_err());
     }

@@ -11,25 +11,35 @@
 //!
 //! Everything listens on 127.0.0.1 on free ports, keeps its data and logs in a
 //! temporary folder, and is torn down on drop.
+//!
+//! The Kubernetes parts ([`ControlPlane`], [`node`], [`images`], [`pods`],
+//! [`certs`]) are behind the default feature `kube`; `dojo` and the verifier
+//! image use only the RocketMQ runner and build without it.
 
 // The RocketMQ client's futures are deep; the compiler needs room to lay them out.
 #![recursion_limit = "512"]
 
 pub mod cache;
+#[cfg(feature = "kube")]
 pub mod certs;
+#[cfg(feature = "kube")]
 pub mod control_plane;
 pub mod dledger;
 mod error;
+#[cfg(feature = "kube")]
 pub mod images;
+#[cfg(feature = "kube")]
 pub mod node;
+#[cfg(feature = "kube")]
 pub mod pods;
 pub mod ports;
 pub mod process;
 pub mod rocketmq;
 
-pub use dojo_kit::Clients;
+#[cfg(feature = "kube")]
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use dledger::DLedgerGroup;
+pub use dojo_kit::Clients;
 pub use error::{Error, Result};
 pub use rocketmq::{BrokerConfig, RocketMq, RocketMqBuilder, Role, Server};
 
@@ -48,8 +58,10 @@ where
             Ok(None) => {}
             Err(e) => last = e,
         }
-        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}; last seen: {last}");
+        assert!(
+            start.elapsed() < timeout,
+            "{what}: not after {timeout:?}; last seen: {last}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
-

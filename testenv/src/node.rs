@@ -15,13 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::os::unix::net::{SocketAddr, UnixListener};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node as NodeObject;
@@ -65,7 +65,13 @@ const SYSCTLS: &[&str] = &[
     "kernel/keys/root_maxbytes",
 ];
 /// Folders the kubelet, containerd and CNI write in whatever the config says.
-const HOST_DIRS: &[&str] = &["/run/containerd", "/var/lib/cni", "/var/log/containers", "/var/log/pods", "/run/netns"];
+const HOST_DIRS: &[&str] = &[
+    "/run/containerd",
+    "/var/lib/cni",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/run/netns",
+];
 
 /// What the plane hands its node.
 pub(crate) struct NodeParams<'a> {
@@ -97,11 +103,18 @@ impl Binaries {
         };
         for path in [&bins.kubelet, &bins.kube_proxy, &bins.crictl, &bins.coredns] {
             if !path.is_file() {
-                return Err(Error::NotInstalled { tool: "the real node", path: path.clone(), step: "node" });
+                return Err(Error::NotInstalled {
+                    tool: "the real node",
+                    path: path.clone(),
+                    step: "node",
+                });
             }
         }
         for (program, hint) in [
-            ("containerd", "as root: apt-get install containerd runc containernetworking-plugins (or testenv/bootstrap/deps.sh node)"),
+            (
+                "containerd",
+                "as root: apt-get install containerd runc containernetworking-plugins (or testenv/bootstrap/deps.sh node)",
+            ),
             ("ctr", "comes with Debian's containerd package"),
             ("runc", "as root: apt-get install runc"),
             ("iptables", "as root: apt-get install iptables"),
@@ -110,7 +123,10 @@ impl Binaries {
             cache::require_program(program, hint)?;
         }
         if !Path::new("/usr/lib/cni/bridge").is_file() {
-            return Err(Error::MissingProgram { program: "/usr/lib/cni/bridge", hint: "as root: apt-get install containernetworking-plugins" });
+            return Err(Error::MissingProgram {
+                program: "/usr/lib/cni/bridge",
+                hint: "as root: apt-get install containernetworking-plugins",
+            });
         }
         Ok(bins)
     }
@@ -123,8 +139,13 @@ pub fn unsupported_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("it must run as root (containerd, runc, CNI and kube-proxy change the host's network and cgroups)".into());
     }
-    if !Path::new("/sys/fs/cgroup/memory").is_dir() && !Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
-        return Some("no cgroup hierarchy under /sys/fs/cgroup (mount cgroup v1 controllers or cgroup v2)".into());
+    if !Path::new("/sys/fs/cgroup/memory").is_dir()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").is_file()
+    {
+        return Some(
+            "no cgroup hierarchy under /sys/fs/cgroup (mount cgroup v1 controllers or cgroup v2)"
+                .into(),
+        );
     }
     None
 }
@@ -144,10 +165,16 @@ impl Footprint {
     fn capture(dir: &Path) -> Footprint {
         Footprint {
             dir: dir.to_path_buf(),
-            host_entries: HOST_DIRS.iter().map(|d| (PathBuf::from(d), dir_entries(Path::new(d)))).collect(),
+            host_entries: HOST_DIRS
+                .iter()
+                .map(|d| (PathBuf::from(d), dir_entries(Path::new(d))))
+                .collect(),
             chains: iptables_chains(),
             tables: nft_tables(),
-            sysctls: SYSCTLS.iter().filter_map(|k| Some((*k, read_sysctl(k)?))).collect(),
+            sysctls: SYSCTLS
+                .iter()
+                .filter_map(|k| Some((*k, read_sysctl(k)?)))
+                .collect(),
         }
     }
 
@@ -157,7 +184,10 @@ impl Footprint {
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
         for pid in node_pids(&self.dir) {
-            out.push(format!("process {pid}: {}", cmdline(pid).unwrap_or_default()));
+            out.push(format!(
+                "process {pid}: {}",
+                cmdline(pid).unwrap_or_default()
+            ));
         }
         for m in mounts_under(&self.dir) {
             out.push(format!("mount {}", m.display()));
@@ -178,7 +208,10 @@ impl Footprint {
             match (before, dir_entries(dir)) {
                 (None, Some(_)) => out.push(format!("folder {}", dir.display())),
                 (Some(before), Some(now)) => {
-                    out.extend(now.difference(before).map(|e| format!("file {}", dir.join(e).display())));
+                    out.extend(
+                        now.difference(before)
+                            .map(|e| format!("file {}", dir.join(e).display())),
+                    );
                 }
                 _ => {}
             }
@@ -222,7 +255,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("dir", &self.footprint.dir).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("dir", &self.footprint.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,9 +278,19 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let footprint = Footprint::capture(&dir);
         let socket = dir.join("containerd.sock");
-        let mut node = Node { running: Mutex::new(None), lock: Mutex::new(Some(lock)), footprint, bins, socket, startup: Duration::ZERO, phases: Vec::new() };
+        let mut node = Node {
+            running: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
+            footprint,
+            bins,
+            socket,
+            startup: Duration::ZERO,
+            phases: Vec::new(),
+        };
         // From here on, a failure tears down what was started (Drop).
-        let running = node.start_parts(&p, &pause[0].reference, &mut phases, t0).await;
+        let running = node
+            .start_parts(&p, &pause[0].reference, &mut phases, t0)
+            .await;
         match running {
             Ok(r) => {
                 *node.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
@@ -272,28 +317,46 @@ impl Node {
         let dir = &self.footprint.dir;
         let [kubelet_port, kubelet_healthz, proxy_healthz, proxy_metrics] = distinct_free_ports()?;
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
-        run("ip", &["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE])?;
+        run(
+            "ip",
+            &["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE],
+        )?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
         let api_relay = ApiRelay::start(p.api_port)?;
 
         write(&dir.join("containerd.toml"), &containerd_config(dir, pause))?;
         std::fs::create_dir_all(dir.join("cni")).map_err(Error::io(dir.join("cni")))?;
         write(&dir.join("cni").join("10-dojo.conflist"), &cni_config(dir))?;
-        let spec = Spec::new("containerd").arg("--config").arg(dir.join("containerd.toml")).cwd(dir).die_with_parent();
+        let spec = Spec::new("containerd")
+            .arg("--config")
+            .arg(dir.join("containerd.toml"))
+            .cwd(dir)
+            .die_with_parent();
         let mut containerd = Process::spawn("containerd", spec, dir.join("containerd.log"))?;
         let crictl = self.bins.crictl.clone();
         let endpoint = format!("unix://{}", self.socket.display());
-        process::wait_ready(&mut containerd, START_TIMEOUT, Duration::from_millis(200), || {
-            let (crictl, endpoint) = (crictl.clone(), endpoint.clone());
-            async move {
-                let info = capture(&crictl, &["--runtime-endpoint", &endpoint, "--timeout", "5s", "info"])?;
-                if info.contains("\"NetworkReady\"") && !info.contains("\"status\": false") {
-                    Ok(Some(()))
-                } else {
-                    Err(format!("CRI not ready: {}", info.chars().take(400).collect::<String>()))
+        process::wait_ready(
+            &mut containerd,
+            START_TIMEOUT,
+            Duration::from_millis(200),
+            || {
+                let (crictl, endpoint) = (crictl.clone(), endpoint.clone());
+                async move {
+                    let info = capture(
+                        &crictl,
+                        &["--runtime-endpoint", &endpoint, "--timeout", "5s", "info"],
+                    )?;
+                    if info.contains("\"NetworkReady\"") && !info.contains("\"status\": false") {
+                        Ok(Some(()))
+                    } else {
+                        Err(format!(
+                            "CRI not ready: {}",
+                            info.chars().take(400).collect::<String>()
+                        ))
+                    }
                 }
-            }
-        })
+            },
+        )
         .await?;
         self.import_archive(&images_dir().join(format!("pause-{}.tar", tag_of(pause))))?;
         phases.push(("containerd (CRI) ready", t0.elapsed()));
@@ -301,23 +364,52 @@ impl Node {
         // Pod DNS: Service and pod names from the API, nothing forwarded.
         let corefile = dir.join("Corefile");
         write(&corefile, &corefile_text(p.admin_kubeconfig))?;
-        let spec = Spec::new(&self.bins.coredns).arg("-conf").arg(&corefile).cwd(dir).die_with_parent();
+        let spec = Spec::new(&self.bins.coredns)
+            .arg("-conf")
+            .arg(&corefile)
+            .cwd(dir)
+            .die_with_parent();
         let coredns = Process::spawn("coredns", spec, dir.join("coredns.log"))?;
 
         let pki = p.pki;
         let kubeconfig = |name: &str, cert: &Path, key: &Path| -> Result<PathBuf> {
             let path = dir.join(format!("{name}.kubeconfig"));
-            write(&path, &crate::control_plane::kubeconfig_yaml(p.server_url, &pki.ca_cert, &crate::control_plane::cert_user(cert, key)))?;
+            write(
+                &path,
+                &crate::control_plane::kubeconfig_yaml(
+                    p.server_url,
+                    &pki.ca_cert,
+                    &crate::control_plane::cert_user(cert, key),
+                ),
+            )?;
             Ok(path)
         };
         let proxy_kc = kubeconfig("kube-proxy", &pki.kube_proxy_cert, &pki.kube_proxy_key)?;
-        write(&dir.join("kube-proxy.yaml"), &kube_proxy_config(&proxy_kc, proxy_healthz, proxy_metrics))?;
-        let spec = Spec::new(&self.bins.kube_proxy).arg(format!("--config={}", dir.join("kube-proxy.yaml").display())).cwd(dir).die_with_parent();
+        write(
+            &dir.join("kube-proxy.yaml"),
+            &kube_proxy_config(&proxy_kc, proxy_healthz, proxy_metrics),
+        )?;
+        let spec = Spec::new(&self.bins.kube_proxy)
+            .arg(format!(
+                "--config={}",
+                dir.join("kube-proxy.yaml").display()
+            ))
+            .cwd(dir)
+            .die_with_parent();
         let kube_proxy = Process::spawn("kube-proxy", spec, dir.join("kube-proxy.log"))?;
 
         create_cgroup_root()?;
         let kubelet_kc = kubeconfig("kubelet", &pki.kubelet_cert, &pki.kubelet_key)?;
-        write(&dir.join("kubelet.yaml"), &kubelet_config(dir, &pki.ca_cert, &self.socket, kubelet_port, kubelet_healthz))?;
+        write(
+            &dir.join("kubelet.yaml"),
+            &kubelet_config(
+                dir,
+                &pki.ca_cert,
+                &self.socket,
+                kubelet_port,
+                kubelet_healthz,
+            ),
+        )?;
         let spec = Spec::new(&self.bins.kubelet)
             .args([
                 format!("--config={}", dir.join("kubelet.yaml").display()),
@@ -326,16 +418,31 @@ impl Node {
                 format!("--cert-dir={}", dir.join("kubelet-pki").display()),
                 format!("--hostname-override={NODE_NAME}"),
                 format!("--node-ip={NODE_IP}"),
-                format!("--node-labels=type={NODE_TYPE},{}={NODE_ZONE}", crate::control_plane::ZONE_LABEL),
+                format!(
+                    "--node-labels=type={NODE_TYPE},{}={NODE_ZONE}",
+                    crate::control_plane::ZONE_LABEL
+                ),
             ])
             .cwd(dir)
             .die_with_parent();
         let kubelet = Process::spawn("kubelet", spec, dir.join("kubelet.log"))?;
-        Ok(Running { kubelet, kube_proxy, coredns, containerd, _api_relay: api_relay, proxy_healthz })
+        Ok(Running {
+            kubelet,
+            kube_proxy,
+            coredns,
+            containerd,
+            _api_relay: api_relay,
+            proxy_healthz,
+        })
     }
 
     /// Until the Node is Ready and the kubelet has dropped its not-ready taint.
-    async fn wait_ready(&self, client: &kube::Client, phases: &mut Vec<(&'static str, Duration)>, t0: Instant) -> Result<()> {
+    async fn wait_ready(
+        &self,
+        client: &kube::Client,
+        phases: &mut Vec<(&'static str, Duration)>,
+        t0: Instant,
+    ) -> Result<()> {
         let nodes: Api<NodeObject> = Api::all(client.clone());
         let start = Instant::now();
         let mut last = String::from("not registered yet");
@@ -345,11 +452,28 @@ impl Node {
             }
             match nodes.get_opt(NODE_NAME).await {
                 Ok(Some(n)) => {
-                    let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
-                    let taints: Vec<String> = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default().into_iter().map(|t| t.key).collect();
+                    let ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+                    let taints: Vec<String> = n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| t.key)
+                        .collect();
                     match ready {
                         Some(c) if c.status == "True" && taints.is_empty() => break,
-                        Some(c) => last = format!("Ready={} ({}), taints {taints:?}", c.status, c.message.clone().unwrap_or_default()),
+                        Some(c) => {
+                            last = format!(
+                                "Ready={} ({}), taints {taints:?}",
+                                c.status,
+                                c.message.clone().unwrap_or_default()
+                            )
+                        }
                         None => last = "no Ready condition yet".into(),
                     }
                 }
@@ -357,8 +481,16 @@ impl Node {
                 Err(e) => last = e.to_string(),
             }
             if start.elapsed() > START_TIMEOUT {
-                let tail = self.with_running(|r| r.kubelet.log_tail(20)).unwrap_or_default();
-                return Err(Error::NotReady { what: format!("node {NODE_NAME}"), secs: start.elapsed().as_secs(), detail: last, log: self.footprint.dir.join("kubelet.log"), tail });
+                let tail = self
+                    .with_running(|r| r.kubelet.log_tail(20))
+                    .unwrap_or_default();
+                return Err(Error::NotReady {
+                    what: format!("node {NODE_NAME}"),
+                    secs: start.elapsed().as_secs(),
+                    detail: last,
+                    log: self.footprint.dir.join("kubelet.log"),
+                    tail,
+                });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -367,7 +499,9 @@ impl Node {
         let port = self.with_running(|r| r.proxy_healthz).unwrap_or_default();
         let start = Instant::now();
         loop {
-            let reply = crate::control_plane::http_get(port, "/healthz").await.unwrap_or_default();
+            let reply = crate::control_plane::http_get(port, "/healthz")
+                .await
+                .unwrap_or_default();
             if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
                 break;
             }
@@ -375,9 +509,17 @@ impl Node {
                 return Err(e);
             }
             if start.elapsed() > START_TIMEOUT {
-                let tail = self.with_running(|r| r.kube_proxy.log_tail(20)).unwrap_or_default();
+                let tail = self
+                    .with_running(|r| r.kube_proxy.log_tail(20))
+                    .unwrap_or_default();
                 let detail = reply.lines().next().unwrap_or("no answer").to_string();
-                return Err(Error::NotReady { what: "kube-proxy".into(), secs: start.elapsed().as_secs(), detail, log: self.footprint.dir.join("kube-proxy.log"), tail });
+                return Err(Error::NotReady {
+                    what: "kube-proxy".into(),
+                    secs: start.elapsed().as_secs(),
+                    detail,
+                    log: self.footprint.dir.join("kube-proxy.log"),
+                    tail,
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -386,7 +528,11 @@ impl Node {
     }
 
     fn with_running<T>(&self, f: impl FnOnce(&mut Running) -> T) -> Option<T> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(f)
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map(f)
     }
 
     /// Imports a docker-archive (from [`images::build`]) into the node's
@@ -395,15 +541,33 @@ impl Node {
     pub fn import_archive(&self, archive: &Path) -> Result<()> {
         let socket = self.socket.display().to_string();
         let archive_s = archive.display().to_string();
-        run("ctr", &["--address", &socket, "-n", "k8s.io", "images", "import", &archive_s])
-            .map(drop)
-            .map_err(|e| Error::failed(format!("importing {archive_s} into the node's containerd"), e))
+        run(
+            "ctr",
+            &[
+                "--address",
+                &socket,
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                &archive_s,
+            ],
+        )
+        .map(drop)
+        .map_err(|e| {
+            Error::failed(
+                format!("importing {archive_s} into the node's containerd"),
+                e,
+            )
+        })
     }
 
     /// Builds the named images (see [`images::build`]) and imports them.
     pub async fn load_images(&self, names: &[String]) -> Result<Vec<images::Built>> {
         let names = names.to_vec();
-        let built = tokio::task::spawn_blocking(move || images::build(&names)).await.map_err(|e| Error::failed("building images", e))??;
+        let built = tokio::task::spawn_blocking(move || images::build(&names))
+            .await
+            .map_err(|e| Error::failed("building images", e))??;
         for b in &built {
             self.import_archive(&b.archive)?;
         }
@@ -432,7 +596,10 @@ impl Node {
     /// containers and its sandbox), and those cgroups' folders.
     pub fn pod_processes(&self, uid: &str) -> (Vec<u32>, Vec<PathBuf>) {
         let mut pids = BTreeSet::new();
-        let dirs: Vec<PathBuf> = cgroup_dirs().into_iter().filter(|d| d.to_string_lossy().contains(&format!("pod{uid}"))).collect();
+        let dirs: Vec<PathBuf> = cgroup_dirs()
+            .into_iter()
+            .filter(|d| d.to_string_lossy().contains(&format!("pod{uid}")))
+            .collect();
         for dir in &dirs {
             collect_procs(dir, &mut pids);
         }
@@ -448,15 +615,25 @@ impl Node {
     }
 
     pub fn components(&self) -> Vec<Component> {
-        self.with_running(|r| [&r.containerd, &r.coredns, &r.kube_proxy, &r.kubelet].iter().map(|p| p.component()).collect())
-            .unwrap_or_default()
+        self.with_running(|r| {
+            [&r.containerd, &r.coredns, &r.kube_proxy, &r.kubelet]
+                .iter()
+                .map(|p| p.component())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         self.with_running(|r| {
             for p in [&r.containerd, &r.coredns, &r.kube_proxy, &r.kubelet] {
-                out.push_str(&format!("----- {} ({}), last lines -----\n{}\n", p.name(), p.log_path().display(), p.log_tail(lines)));
+                out.push_str(&format!(
+                    "----- {} ({}), last lines -----\n{}\n",
+                    p.name(),
+                    p.log_path().display(),
+                    p.log_tail(lines)
+                ));
             }
         });
         out
@@ -465,7 +642,11 @@ impl Node {
     /// Stops everything and removes every trace (see the module
     /// documentation). Idempotent; synchronous, so it also runs at exit.
     pub fn teardown(&self) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let dir = &self.footprint.dir;
         let endpoint = format!("unix://{}", self.socket.display());
         if let Some(mut r) = running {
@@ -514,7 +695,9 @@ impl Node {
             }
         }
         for (host_dir, before) in &self.footprint.host_entries {
-            let Some(now) = dir_entries(host_dir) else { continue };
+            let Some(now) = dir_entries(host_dir) else {
+                continue;
+            };
             let new: Vec<&String> = match before {
                 None => now.iter().collect(),
                 Some(before) => now.difference(before).collect(),
@@ -565,9 +748,13 @@ const API_RELAY_PORT: u16 = 443;
 
 impl ApiRelay {
     fn start(api_port: u16) -> Result<ApiRelay> {
-        let what = || format!("listening on {NODE_IP}:{API_RELAY_PORT} for pods' apiserver traffic");
-        let listener = TcpListener::bind((NODE_IP, API_RELAY_PORT)).map_err(|e| Error::failed(what(), e))?;
-        listener.set_nonblocking(true).map_err(|e| Error::failed(what(), e))?;
+        let what =
+            || format!("listening on {NODE_IP}:{API_RELAY_PORT} for pods' apiserver traffic");
+        let listener =
+            TcpListener::bind((NODE_IP, API_RELAY_PORT)).map_err(|e| Error::failed(what(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::failed(what(), e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -585,7 +772,10 @@ impl ApiRelay {
                 }
             })
             .map_err(|e| Error::failed(what(), e))?;
-        Ok(ApiRelay { stop, thread: Some(thread) })
+        Ok(ApiRelay {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -601,14 +791,20 @@ impl Drop for ApiRelay {
 /// Copies both ways until either side closes.
 fn relay(a: TcpStream, b: TcpStream) {
     let _ = a.set_nonblocking(false);
-    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else { return };
+    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
     let (mut a, mut b) = (a, b);
     let one_way = |from: &mut TcpStream, to: &mut TcpStream| {
         let _ = std::io::copy(from, to);
         let _ = to.shutdown(std::net::Shutdown::Write);
     };
-    let _ = std::thread::Builder::new().name("dojo-api-relay-up".into()).spawn(move || one_way(&mut a, &mut b));
-    let _ = std::thread::Builder::new().name("dojo-api-relay-down".into()).spawn(move || one_way(&mut b2, &mut a2));
+    let _ = std::thread::Builder::new()
+        .name("dojo-api-relay-up".into())
+        .spawn(move || one_way(&mut a, &mut b));
+    let _ = std::thread::Builder::new()
+        .name("dojo-api-relay-down".into())
+        .spawn(move || one_way(&mut b2, &mut a2));
 }
 
 /// The `kubernetes` Service's endpoint: the plane runs no endpoint
@@ -634,7 +830,8 @@ async fn publish_api_endpoint(client: &kube::Client) -> Result<()> {
 }
 
 async fn wait_for_lock() -> Result<UnixListener> {
-    let addr = SocketAddr::from_abstract_name(LOCK_NAME).map_err(|e| Error::failed("naming the node lock", e))?;
+    let addr = SocketAddr::from_abstract_name(LOCK_NAME)
+        .map_err(|e| Error::failed("naming the node lock", e))?;
     let start = Instant::now();
     loop {
         match UnixListener::bind_addr(&addr) {
@@ -645,7 +842,10 @@ async fn wait_for_lock() -> Result<UnixListener> {
             Err(e) => {
                 return Err(Error::failed(
                     "taking the real-node lock",
-                    format!("{e}: another real node has run on this machine for {}s; stop that test or benchmark first", start.elapsed().as_secs()),
+                    format!(
+                        "{e}: another real node has run on this machine for {}s; stop that test or benchmark first",
+                        start.elapsed().as_secs()
+                    ),
                 ));
             }
         }
@@ -684,13 +884,25 @@ fn write(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Runs a host tool; its output, or its stderr as the error.
-fn capture(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> std::result::Result<String, String> {
+fn capture(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> std::result::Result<String, String> {
     let program = program.as_ref();
-    let out = Command::new(program).args(args).output().map_err(|e| format!("{}: {e}", program.to_string_lossy()))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", program.to_string_lossy()))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{} {}: {}: {}", program.to_string_lossy(), args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{} {}: {}: {}",
+            program.to_string_lossy(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -708,17 +920,28 @@ fn tag_of(reference: &str) -> &str {
 }
 
 fn read_sysctl(key: &str) -> Option<String> {
-    std::fs::read_to_string(Path::new("/proc/sys").join(key)).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(Path::new("/proc/sys").join(key))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn dir_entries(dir: &Path) -> Option<BTreeSet<String>> {
     let rd = std::fs::read_dir(dir).ok()?;
-    Some(rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+    Some(
+        rd.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+    )
 }
 
 fn cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string())
+    Some(
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Processes of the node: any whose command line names its folder
@@ -731,7 +954,9 @@ fn node_pids(dir: &Path) -> Vec<u32> {
         collect_procs(&d, &mut pids);
     }
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != me && cmdline(pid).is_some_and(|c| c.contains(&dir)) {
             pids.insert(pid);
         }
@@ -773,7 +998,10 @@ fn cgroup_dirs() -> Vec<PathBuf> {
 /// The kubelet's cgroup root must exist in every hierarchy; a cpuset
 /// cgroup (v1) starts with no CPUs and memory nodes, so it gets its parent's.
 fn create_cgroup_root() -> Result<()> {
-    for e in std::fs::read_dir("/sys/fs/cgroup").map_err(Error::io("/sys/fs/cgroup"))?.flatten() {
+    for e in std::fs::read_dir("/sys/fs/cgroup")
+        .map_err(Error::io("/sys/fs/cgroup"))?
+        .flatten()
+    {
         let parent = e.path();
         if !parent.join("cgroup.procs").is_file() {
             continue;
@@ -805,14 +1033,19 @@ const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
 fn iptables_chains() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for family in IPTABLES {
-        let Ok(text) = capture(format!("{family}-save"), &[]) else { continue };
+        let Ok(text) = capture(format!("{family}-save"), &[]) else {
+            continue;
+        };
         let mut table = "";
         for line in text.lines() {
             if let Some(t) = line.strip_prefix('*') {
                 table = t;
             } else if let Some(rest) = line.strip_prefix(':') {
                 let chain = rest.split(' ').next().unwrap_or("");
-                if !matches!(chain, "INPUT" | "OUTPUT" | "FORWARD" | "PREROUTING" | "POSTROUTING") {
+                if !matches!(
+                    chain,
+                    "INPUT" | "OUTPUT" | "FORWARD" | "PREROUTING" | "POSTROUTING"
+                ) {
                     out.insert(format!("{family}/{table}/{chain}"));
                 }
             }
@@ -826,7 +1059,9 @@ fn iptables_chains() -> BTreeSet<String> {
 /// everything else is kept as it is.
 fn remove_new_chains(before: &BTreeSet<String>) {
     for family in IPTABLES {
-        let Ok(text) = capture(format!("{family}-save"), &[]) else { continue };
+        let Ok(text) = capture(format!("{family}-save"), &[]) else {
+            continue;
+        };
         let mut table = String::new();
         let mut kept = String::new();
         let mut changed = false;
@@ -846,7 +1081,10 @@ fn remove_new_chains(before: &BTreeSet<String>) {
                 is_new(rest.split(' ').next().unwrap_or(""))
             } else if let Some(rest) = line.strip_prefix("-A ") {
                 let words: Vec<&str> = rest.split(' ').collect();
-                is_new(words[0]) || words.windows(2).any(|w| matches!(w[0], "-j" | "-g") && is_new(w[1]))
+                is_new(words[0])
+                    || words
+                        .windows(2)
+                        .any(|w| matches!(w[0], "-j" | "-g") && is_new(w[1]))
             } else {
                 false
             };
@@ -859,11 +1097,18 @@ fn remove_new_chains(before: &BTreeSet<String>) {
         }
         if changed {
             let restore = format!("{family}-restore");
-            let fed = Command::new(&restore).stdin(std::process::Stdio::piped()).spawn().and_then(|mut child| {
-                use std::io::Write as _;
-                child.stdin.take().map(|mut s| s.write_all(kept.as_bytes())).transpose()?;
-                child.wait()
-            });
+            let fed = Command::new(&restore)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write as _;
+                    child
+                        .stdin
+                        .take()
+                        .map(|mut s| s.write_all(kept.as_bytes()))
+                        .transpose()?;
+                    child.wait()
+                });
             if !fed.as_ref().is_ok_and(|s| s.success()) {
                 eprintln!("node teardown: {restore} failed: {fed:?}");
             }
@@ -874,15 +1119,26 @@ fn remove_new_chains(before: &BTreeSet<String>) {
 /// `family name` of every nftables table (empty without the `nft` tool).
 fn nft_tables() -> BTreeSet<String> {
     let text = capture("nft", &["list", "tables"]).unwrap_or_default();
-    text.lines().filter_map(|l| l.strip_prefix("table ")).map(str::to_string).collect()
+    text.lines()
+        .filter_map(|l| l.strip_prefix("table "))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A table holding only empty base chains (what iptables-nft leaves).
 fn nft_table_is_empty(table: &str) -> bool {
     let mut args = vec!["list", "table"];
     args.extend(table.split(' '));
-    let Ok(text) = capture("nft", &args) else { return false };
-    text.lines().map(str::trim).all(|l| l.is_empty() || l == "}" || l.starts_with("table ") || l.starts_with("chain ") || l.starts_with("type "))
+    let Ok(text) = capture("nft", &args) else {
+        return false;
+    };
+    text.lines().map(str::trim).all(|l| {
+        l.is_empty()
+            || l == "}"
+            || l.starts_with("table ")
+            || l.starts_with("chain ")
+            || l.starts_with("type ")
+    })
 }
 
 fn containerd_config(dir: &Path, pause: &str) -> String {

@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 
 /// A free port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::failed("picking a free port", e))?;
-    Ok(l.local_addr().map_err(|e| Error::failed("picking a free port", e))?.port())
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| Error::failed("picking a free port", e))?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::failed("picking a free port", e))?
+        .port())
 }
 
 /// `n` consecutive free ports (the broker derives two of its ports from its
@@ -24,14 +27,25 @@ pub fn free_port_block(n: u16) -> Result<u16> {
             return Ok(base);
         }
     }
-    Err(Error::failed("picking free ports", format!("found no {n} consecutive free ports on 127.0.0.1")))
+    Err(Error::failed(
+        "picking free ports",
+        format!("found no {n} consecutive free ports on 127.0.0.1"),
+    ))
 }
 
 pub fn is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && TcpListener::bind(("0.0.0.0", port)).is_ok()
 }
 
 /// `Ok` when `port` is free, else `PortInUse` naming `what` wanted it.
 pub fn ensure_free(port: u16, what: &str) -> Result<()> {
-    if is_free(port) { Ok(()) } else { Err(Error::PortInUse { port, what: what.to_string() }) }
+    if is_free(port) {
+        Ok(())
+    } else {
+        Err(Error::PortInUse {
+            port,
+            what: what.to_string(),
+        })
+    }
 }

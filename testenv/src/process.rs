@@ -25,7 +25,13 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        Spec { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None, die_with_parent: false }
+        Spec {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            die_with_parent: false,
+        }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -92,13 +98,22 @@ pub struct Process {
 impl Process {
     /// Starts `spec`, appending stdout and stderr to `log`.
     pub fn spawn(name: impl Into<String>, spec: Spec, log: impl Into<PathBuf>) -> Result<Process> {
-        let mut p = Process { name: name.into(), spec, log: log.into(), child: None };
+        let mut p = Process {
+            name: name.into(),
+            spec,
+            log: log.into(),
+            child: None,
+        };
         p.start()?;
         Ok(p)
     }
 
     fn start(&mut self) -> Result<()> {
-        let out = OpenOptions::new().create(true).append(true).open(&self.log).map_err(Error::io(&self.log))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(Error::io(&self.log))?;
         let err = out.try_clone().map_err(Error::io(&self.log))?;
         let mut cmd = Command::new(&self.spec.program);
         cmd.args(&self.spec.args)
@@ -117,7 +132,14 @@ impl Process {
             // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    if libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    ) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     // The parent may have died before the prctl took effect.
@@ -128,7 +150,10 @@ impl Process {
                 });
             }
         }
-        let child = cmd.spawn().map_err(|source| Error::Spawn { what: self.name.clone(), source })?;
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            what: self.name.clone(),
+            source,
+        })?;
         self.child = Some(child);
         Ok(())
     }
@@ -189,7 +214,11 @@ impl Process {
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(&mut self, grace: Duration) -> Result<Stopped> {
         let Some(child) = self.child.as_mut() else {
-            return Ok(Stopped { exited_in_time: true, status: "never started".into(), success: false });
+            return Ok(Stopped {
+                exited_in_time: true,
+                status: "never started".into(),
+                success: false,
+            });
         };
         let mut exited = child.try_wait().ok().flatten();
         if exited.is_none() {
@@ -199,7 +228,10 @@ impl Process {
             let deadline = Instant::now() + grace;
             while exited.is_none() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
             }
         }
         let exited_in_time = exited.is_some();
@@ -208,7 +240,9 @@ impl Process {
         let status = self.child.as_mut().and_then(|c| c.wait().ok());
         Ok(Stopped {
             exited_in_time,
-            status: status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+            status: status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into()),
             success: exited_in_time && status.is_some_and(|s| s.success()),
         })
     }
@@ -230,7 +264,12 @@ impl Process {
 
     /// Name, pid, memory and log, for benchmarks and diagnostics.
     pub fn component(&self) -> Component {
-        Component { name: self.name.clone(), pid: self.pid(), rss_kib: self.rss_kib(), log: self.log.clone() }
+        Component {
+            name: self.name.clone(),
+            pid: self.pid(),
+            rss_kib: self.rss_kib(),
+            log: self.log.clone(),
+        }
     }
 
     /// Resident memory of the process (not its children), in KiB.
@@ -256,7 +295,12 @@ impl Process {
     /// An error for a process that died before it was ready, with its log.
     pub fn exited_error(&mut self) -> Option<Error> {
         let status = self.exit_status()?;
-        Some(Error::Exited { what: self.name.clone(), status, log: self.log.clone(), tail: self.log_tail(20) })
+        Some(Error::Exited {
+            what: self.name.clone(),
+            status,
+            log: self.log.clone(),
+            tail: self.log_tail(20),
+        })
     }
 
     pub fn not_ready_error(&self, waited: Duration, detail: impl std::fmt::Display) -> Error {
@@ -284,12 +328,17 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// A numeric field of `/proc/PID/status` (`VmRSS:`, `Threads:`, ...).
 fn status_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The last `lines` lines of a file (reads at most its last 64 KiB).
 pub fn tail(path: &Path, lines: usize) -> String {
-    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
     let mut buf = Vec::new();
@@ -301,7 +350,12 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// Polls `probe` every `every` until it returns `Ok(Some(_))`, the process
 /// exits (its log tail becomes the error), or `timeout` passes.
-pub async fn wait_ready<T, F, Fut>(proc_: &mut Process, timeout: Duration, every: Duration, mut probe: F) -> Result<T>
+pub async fn wait_ready<T, F, Fut>(
+    proc_: &mut Process,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<Option<T>, String>>,

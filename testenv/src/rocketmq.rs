@@ -11,10 +11,10 @@ use rocketmq_client_rust::DefaultMQPullConsumer;
 use rocketmq_model::common::message::message_single::Message;
 
 use crate::cache;
-use dojo_kit::Clients;
 use crate::error::{Error, Result};
 use crate::ports;
 use crate::process::{self, Component, Process, Spec};
+use dojo_kit::Clients;
 
 /// How long a name server or broker gets to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -62,13 +62,22 @@ fn java() -> Result<PathBuf> {
             return Ok(java);
         }
     }
-    cache::require_program("java", "install a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless) or set JAVA_HOME")
+    cache::require_program(
+        "java",
+        "install a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless) or set JAVA_HOME",
+    )
 }
 
 impl Server {
     /// Writes `conf` (Java properties) into `home` and starts the server.
     /// Returns once its port accepts connections and it logged its boot.
-    pub async fn start(role: Role, name: &str, home: &Path, port: u16, conf: &str) -> Result<Server> {
+    pub async fn start(
+        role: Role,
+        name: &str,
+        home: &Path,
+        port: u16,
+        conf: &str,
+    ) -> Result<Server> {
         let lib = cache::rocketmq_lib()?;
         let java = java()?;
         ports::ensure_free(port, name)?;
@@ -102,7 +111,13 @@ impl Server {
             // the test's or a runtime worker's thread, which outlives it).
             .die_with_parent();
         let proc_ = Process::spawn(name, spec, home.join("console.log"))?;
-        let mut server = Server { role, name: name.to_string(), port, home: home.to_path_buf(), proc_ };
+        let mut server = Server {
+            role,
+            name: name.to_string(),
+            port,
+            home: home.to_path_buf(),
+            proc_,
+        };
         server.wait_booted().await?;
         Ok(server)
     }
@@ -111,18 +126,29 @@ impl Server {
         let port = self.port;
         let log = self.proc_.log_path().to_path_buf();
         let since = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        process::wait_ready(&mut self.proc_, START_TIMEOUT, Duration::from_millis(200), || {
-            let log = log.clone();
-            async move {
-                let booted = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b[since as usize..]).contains("boot success")).unwrap_or(false);
-                let listening = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
-                match (booted, listening) {
-                    (true, true) => Ok(Some(())),
-                    (false, _) => Err("no \"boot success\" line in its log yet".to_string()),
-                    (true, false) => Err(format!("port {port} does not accept connections")),
+        process::wait_ready(
+            &mut self.proc_,
+            START_TIMEOUT,
+            Duration::from_millis(200),
+            || {
+                let log = log.clone();
+                async move {
+                    let booted = std::fs::read(&log)
+                        .map(|b| {
+                            String::from_utf8_lossy(&b[since as usize..]).contains("boot success")
+                        })
+                        .unwrap_or(false);
+                    let listening = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok();
+                    match (booted, listening) {
+                        (true, true) => Ok(Some(())),
+                        (false, _) => Err("no \"boot success\" line in its log yet".to_string()),
+                        (true, false) => Err(format!("port {port} does not accept connections")),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -307,14 +333,25 @@ impl RocketMqBuilder {
 /// Checks that the broker behind `clients`' name server stores and serves a
 /// message: send one to [`PROBE_TOPIC`], then pull that very message back.
 /// Retries until `timeout`; the error says which step failed last.
-pub async fn probe_send_receive(clients: &Clients, timeout: Duration) -> std::result::Result<(), String> {
+pub async fn probe_send_receive(
+    clients: &Clients,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
     let start = Instant::now();
     let mut producer = clients.producer("DOJO_READY_PRODUCER");
-    let consumer = clients.pull_consumer("DOJO_READY_CONSUMER").map_err(|e| e.to_string())?;
+    let consumer = clients
+        .pull_consumer("DOJO_READY_CONSUMER")
+        .map_err(|e| e.to_string())?;
     let mut last = String::new();
     let result = async {
-        producer.start().await.map_err(|e| format!("producer start: {e}"))?;
-        consumer.start().await.map_err(|e| format!("pull consumer start: {e}"))?;
+        producer
+            .start()
+            .await
+            .map_err(|e| format!("producer start: {e}"))?;
+        consumer
+            .start()
+            .await
+            .map_err(|e| format!("pull consumer start: {e}"))?;
         while start.elapsed() < timeout {
             match probe_once(&producer, &consumer).await {
                 Ok(()) => return Ok(()),
@@ -331,17 +368,44 @@ pub async fn probe_send_receive(clients: &Clients, timeout: Duration) -> std::re
 }
 
 #[allow(deprecated)]
-async fn probe_once(producer: &rocketmq_client_rust::DefaultMQProducer, consumer: &DefaultMQPullConsumer) -> std::result::Result<(), String> {
+async fn probe_once(
+    producer: &rocketmq_client_rust::DefaultMQProducer,
+    consumer: &DefaultMQPullConsumer,
+) -> std::result::Result<(), String> {
     static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let key = format!("probe-{}-{}", std::process::id(), NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    let msg = Message::builder().topic(PROBE_TOPIC).key(key.clone()).body_slice(b"ready?").build().map_err(|e| e.to_string())?;
-    let sent = producer.send_with_timeout(msg, 3000).await.map_err(|e| format!("send: {e}"))?.ok_or("send: no result")?;
+    let key = format!(
+        "probe-{}-{}",
+        std::process::id(),
+        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let msg = Message::builder()
+        .topic(PROBE_TOPIC)
+        .key(key.clone())
+        .body_slice(b"ready?")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let sent = producer
+        .send_with_timeout(msg, 3000)
+        .await
+        .map_err(|e| format!("send: {e}"))?
+        .ok_or("send: no result")?;
     let mq = sent.message_queue.ok_or("send: result without a queue")?;
-    let pulled = consumer.pull(&mq, "*", sent.queue_offset as i64, 1).await.map_err(|e| format!("pull: {e}"))?;
+    let pulled = consumer
+        .pull(&mq, "*", sent.queue_offset as i64, 1)
+        .await
+        .map_err(|e| format!("pull: {e}"))?;
     match pulled.msg_found_list().unwrap_or_default().first() {
         Some(m) if m.keys().unwrap_or_default().contains(&key) => Ok(()),
-        Some(m) => Err(format!("pull at offset {} returned keys {:?}, not {key}", sent.queue_offset, m.keys())),
-        None => Err(format!("pull found nothing at offset {} ({:?})", sent.queue_offset, pulled.pull_status())),
+        Some(m) => Err(format!(
+            "pull at offset {} returned keys {:?}, not {key}",
+            sent.queue_offset,
+            m.keys()
+        )),
+        None => Err(format!(
+            "pull found nothing at offset {} ({:?})",
+            sent.queue_offset,
+            pulled.pull_status()
+        )),
     }
 }
 
@@ -370,7 +434,10 @@ impl RocketMq {
         let (tmp, root) = match b.dir {
             Some(dir) => (None, dir),
             None => {
-                let t = tempfile::Builder::new().prefix("dojo-rocketmq-").tempdir().map_err(Error::io(std::env::temp_dir()))?;
+                let t = tempfile::Builder::new()
+                    .prefix("dojo-rocketmq-")
+                    .tempdir()
+                    .map_err(Error::io(std::env::temp_dir()))?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -383,11 +450,23 @@ impl RocketMq {
             Some(p) => p,
             None => ports::free_port_block(4)? + 2,
         };
-        for (p, what) in [(ns_port, "name server"), (broker_port - 2, "broker (fast port)"), (broker_port, "broker"), (broker_port + 1, "broker (HA port)")] {
+        for (p, what) in [
+            (ns_port, "name server"),
+            (broker_port - 2, "broker (fast port)"),
+            (broker_port, "broker"),
+            (broker_port + 1, "broker (HA port)"),
+        ] {
             ports::ensure_free(p, what)?;
         }
         let ns_home = root.join("namesrv");
-        let namesrv = Server::start(Role::NameServer, "namesrv", &ns_home, ns_port, &format!("listenPort={ns_port}\n")).await?;
+        let namesrv = Server::start(
+            Role::NameServer,
+            "namesrv",
+            &ns_home,
+            ns_port,
+            &format!("listenPort={ns_port}\n"),
+        )
+        .await?;
         let config = BrokerConfig {
             cluster: "dojo".into(),
             broker_name: "broker-a".into(),
@@ -397,8 +476,21 @@ impl RocketMq {
             store_dir: root.join("broker").join("store"),
             extra: b.extra,
         };
-        let broker = Server::start(Role::Broker, "broker-a", &root.join("broker"), broker_port, &config.to_properties()).await?;
-        let mq = RocketMq { namesrv, broker, config, root, _tmp: tmp };
+        let broker = Server::start(
+            Role::Broker,
+            "broker-a",
+            &root.join("broker"),
+            broker_port,
+            &config.to_properties(),
+        )
+        .await?;
+        let mq = RocketMq {
+            namesrv,
+            broker,
+            config,
+            root,
+            _tmp: tmp,
+        };
         mq.wait_serving(START_TIMEOUT).await?;
         Ok(mq)
     }
@@ -470,7 +562,17 @@ impl Drop for RocketMq {
 /// On a failing test: the end of each server's logs, to stderr.
 pub(crate) fn print_tails(servers: &[&Server]) {
     for s in servers {
-        eprintln!("----- {} ({}) console, last lines -----\n{}", s.name(), s.addr(), s.log_tail(15));
-        eprintln!("----- {} main log {} -----\n{}", s.name(), s.main_log().display(), process::tail(&s.main_log(), 15));
+        eprintln!(
+            "----- {} ({}) console, last lines -----\n{}",
+            s.name(),
+            s.addr(),
+            s.log_tail(15)
+        );
+        eprintln!(
+            "----- {} main log {} -----\n{}",
+            s.name(),
+            s.main_log().display(),
+            process::tail(&s.main_log(), 15)
+        );
     }
 }

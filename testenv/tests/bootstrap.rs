@@ -8,8 +8,14 @@ use std::process::Command;
 fn bare_path(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["bash", "mkdir", "rm", "du", "cut", "tail", "dirname", "touch", "env", "cat"] {
-        let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists()).unwrap_or_else(|| panic!("{tool} not found"));
+    for tool in [
+        "bash", "mkdir", "rm", "du", "cut", "tail", "dirname", "touch", "env", "cat",
+    ] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found"));
         std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
     }
     bin
@@ -27,14 +33,26 @@ fn run_deps(step: &str) -> (bool, String) {
         .env("DOJO_CACHE", tmp.path().join("cache"))
         .output()
         .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
 fn missing_java_names_the_step_and_what_to_install() {
     let (ok, out) = run_deps("rocketmq");
     assert!(!ok, "must fail without java: {out}");
-    assert!(out.contains("FAILED step rocketmq") && out.contains("'java' not found") && out.contains("JDK 17"), "{out}");
+    assert!(
+        out.contains("FAILED step rocketmq")
+            && out.contains("'java' not found")
+            && out.contains("JDK 17"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -42,7 +60,12 @@ fn missing_go_names_the_step_and_what_to_install() {
     for step in ["kube", "etcd", "kwok", "helm"] {
         let (ok, out) = run_deps(step);
         assert!(!ok, "must fail without go: {out}");
-        assert!(out.contains(&format!("FAILED step {step}")) && out.contains("'go' not found") && out.contains("Go 1.24"), "{out}");
+        assert!(
+            out.contains(&format!("FAILED step {step}"))
+                && out.contains("'go' not found")
+                && out.contains("Go 1.24"),
+            "{out}"
+        );
     }
 }
 
@@ -50,7 +73,11 @@ fn missing_go_names_the_step_and_what_to_install() {
 fn unknown_step_lists_the_known_ones() {
     let (ok, out) = run_deps("kafka");
     assert!(!ok);
-    assert!(out.contains("unknown target 'kafka'") && out.contains("rocketmq, kube, etcd, kwok, helm, prometheus, node, all"), "{out}");
+    assert!(
+        out.contains("unknown target 'kafka'")
+            && out.contains("rocketmq, kube, etcd, kwok, helm, prometheus, node, all"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -58,5 +85,8 @@ fn servers_refuse_to_start_before_the_bootstrap_ran() {
     let empty = tempfile::tempdir().unwrap();
     let err = dojo_testenv::cache::rocketmq_lib_in(empty.path()).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("make deps") && text.contains("Apache RocketMQ"), "{text}");
+    assert!(
+        text.contains("make deps") && text.contains("Apache RocketMQ"),
+        "{text}"
+    );
 }

@@ -35,9 +35,22 @@ async fn node() -> Option<(&'static ControlPlane, &'static Images)> {
             let probe = format!("workload={}", env!("CARGO_BIN_EXE_dojo-node-probe"));
             let names = ["workload-base".to_string(), "rocketmq".into(), probe];
             let node = cp.real_node().expect("the plane has a real node");
-            let built = node.load_images(&names).await.unwrap_or_else(|e| panic!("building and importing images: {e}"));
-            let find = |name: &str| built.iter().find(|b| b.name == name).cloned().expect("built");
-            Images { base: find("workload-base"), rocketmq: find("rocketmq"), probe: find("workload") }
+            let built = node
+                .load_images(&names)
+                .await
+                .unwrap_or_else(|e| panic!("building and importing images: {e}"));
+            let find = |name: &str| {
+                built
+                    .iter()
+                    .find(|b| b.name == name)
+                    .cloned()
+                    .expect("built")
+            };
+            Images {
+                base: find("workload-base"),
+                rocketmq: find("rocketmq"),
+                probe: find("workload"),
+            }
         })
         .await;
     Some((cp, images))
@@ -57,7 +70,9 @@ fn obj<T: DeserializeOwned>(v: Value) -> T {
 
 #[tokio::test]
 async fn pod_from_the_project_image_runs_logs_and_exits_with_its_code() {
-    let Some((cp, images)) = node().await else { return };
+    let Some((cp, images)) = node().await else {
+        return;
+    };
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("node-exit").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
@@ -70,18 +85,41 @@ async fn pod_from_the_project_image_runs_logs_and_exits_with_its_code() {
     let (pod, state) = wait_finished(&pods, "exit-seven", WAIT).await.unwrap();
     assert_eq!(state.exit_code, 7, "{state:?}");
     assert_eq!(phase(&pod), "Failed");
-    let logs = pods.logs("exit-seven", &LogParams::default()).await.unwrap();
-    assert_eq!(logs.trim(), "hello from exit-seven as 65532", "the workload base runs as its unprivileged user");
+    let logs = pods
+        .logs("exit-seven", &LogParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.trim(),
+        "hello from exit-seven as 65532",
+        "the workload base runs as its unprivileged user"
+    );
 
     // Deleted, it leaves nothing running: no process and no cgroup of it.
     let uid = pod.metadata.uid.clone().unwrap();
     let node = cp.real_node().unwrap();
-    pods.delete("exit-seven", &DeleteParams::default()).await.unwrap();
-    eventually("the deleted pod's processes and cgroups gone", WAIT, || async {
-        let gone = pods.get_opt("exit-seven").await.map_err(|e| e.to_string())?.is_none();
-        let (pids, dirs) = node.pod_processes(&uid);
-        if gone && pids.is_empty() && dirs.is_empty() { Ok(Some(())) } else { Err(format!("pod object gone: {gone}, processes {pids:?}, cgroups {dirs:?}")) }
-    })
+    pods.delete("exit-seven", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the deleted pod's processes and cgroups gone",
+        WAIT,
+        || async {
+            let gone = pods
+                .get_opt("exit-seven")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            let (pids, dirs) = node.pod_processes(&uid);
+            if gone && pids.is_empty() && dirs.is_empty() {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "pod object gone: {gone}, processes {pids:?}, cgroups {dirs:?}"
+                ))
+            }
+        },
+    )
     .await;
 }
 
@@ -89,21 +127,36 @@ async fn pod_from_the_project_image_runs_logs_and_exits_with_its_code() {
 /// through the `kubernetes` Service with their ServiceAccount token.
 #[tokio::test]
 async fn pod_reaches_the_apiserver_through_the_kubernetes_service() {
-    let Some((cp, images)) = node().await else { return };
+    let Some((cp, images)) = node().await else {
+        return;
+    };
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("node-api").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
-    let pod: Pod = obj(json!({"metadata": {"name": "in-cluster"}, "spec": pod_spec(&images.probe.reference, json!({"args": ["api"]}))}));
+    let pod: Pod = obj(
+        json!({"metadata": {"name": "in-cluster"}, "spec": pod_spec(&images.probe.reference, json!({"args": ["api"]}))}),
+    );
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let (_, state) = wait_finished(&pods, "in-cluster", WAIT).await.unwrap();
-    let logs = pods.logs("in-cluster", &LogParams::default()).await.unwrap();
+    let logs = pods
+        .logs("in-cluster", &LogParams::default())
+        .await
+        .unwrap();
     assert_eq!(state.exit_code, 0, "{logs}");
-    assert_eq!(logs.trim(), format!("apiserver {} answered in-cluster", dojo_testenv::cache::KUBE_VERSION));
+    assert_eq!(
+        logs.trim(),
+        format!(
+            "apiserver {} answered in-cluster",
+            dojo_testenv::cache::KUBE_VERSION
+        )
+    );
 }
 
 #[tokio::test]
 async fn job_pod_reports_through_its_termination_message() {
-    let Some((cp, images)) = node().await else { return };
+    let Some((cp, images)) = node().await else {
+        return;
+    };
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("node-job").await.unwrap();
     let report = r#"{"verdict":"PASS","level":1}"#;
@@ -123,15 +176,28 @@ async fn job_pod_reports_through_its_termination_message() {
     eventually("the Job complete", WAIT, || async {
         let j = jobs.get("verifier").await.map_err(|e| e.to_string())?;
         let succeeded = j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0);
-        if succeeded == 1 { Ok(Some(())) } else { Err(format!("status {:?}", j.status)) }
+        if succeeded == 1 {
+            Ok(Some(()))
+        } else {
+            Err(format!("status {:?}", j.status))
+        }
     })
     .await;
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
-    let list = pods.list(&ListParams::default().labels("job-name=verifier")).await.unwrap();
-    let [pod] = &list.items[..] else { panic!("one pod for the Job, got {}", list.items.len()) };
+    let list = pods
+        .list(&ListParams::default().labels("job-name=verifier"))
+        .await
+        .unwrap();
+    let [pod] = &list.items[..] else {
+        panic!("one pod for the Job, got {}", list.items.len())
+    };
     let state = terminated(pod).expect("the Job's pod terminated");
     assert_eq!(state.exit_code, 0);
-    assert_eq!(state.message.as_deref(), Some(report), "the API shows the termination message");
+    assert_eq!(
+        state.message.as_deref(),
+        Some(report),
+        "the API shows the termination message"
+    );
 }
 
 /// The name server and broker as the operator lays them out (headless
@@ -141,19 +207,49 @@ async fn job_pod_reports_through_its_termination_message() {
 /// ClusterIP Service's name (through kube-proxy).
 #[tokio::test]
 async fn rocketmq_pods_serve_client_pods_through_services() {
-    let Some((cp, images)) = node().await else { return };
+    let Some((cp, images)) = node().await else {
+        return;
+    };
     let _logs = cp.logs_on_panic();
     let ns = cp.new_namespace("node-rocketmq").await.unwrap();
-    let addrs = pods::create_rocketmq(&cp.client(), &ns, &images.rocketmq.reference).await.unwrap();
+    let addrs = pods::create_rocketmq(&cp.client(), &ns, &images.rocketmq.reference)
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
-    for (name, addr) in [("client-headless", &addrs.headless), ("client-cluster-ip", &addrs.cluster_ip)] {
-        pods.create(&PostParams::default(), &pods::probe_pod(name, &images.probe.reference, addr).unwrap()).await.unwrap();
+    for (name, addr) in [
+        ("client-headless", &addrs.headless),
+        ("client-cluster-ip", &addrs.cluster_ip),
+    ] {
+        pods.create(
+            &PostParams::default(),
+            &pods::probe_pod(name, &images.probe.reference, addr).unwrap(),
+        )
+        .await
+        .unwrap();
     }
-    for (name, addr) in [("client-headless", &addrs.headless), ("client-cluster-ip", &addrs.cluster_ip)] {
+    for (name, addr) in [
+        ("client-headless", &addrs.headless),
+        ("client-cluster-ip", &addrs.cluster_ip),
+    ] {
         let (_, state) = wait_finished(&pods, name, WAIT).await.unwrap();
-        let logs = pods.logs(name, &LogParams::default()).await.unwrap_or_default();
-        let broker = pods.logs("dojo-broker-0", &LogParams { tail_lines: Some(20), ..Default::default() }).await.unwrap_or_default();
+        let logs = pods
+            .logs(name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        let broker = pods
+            .logs(
+                "dojo-broker-0",
+                &LogParams {
+                    tail_lines: Some(20),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_default();
         assert_eq!(state.exit_code, 0, "{name}: {logs}\nbroker pod: {broker}");
-        assert!(logs.contains(&format!("sent and received a message through {addr}")), "{name}: {logs}");
+        assert!(
+            logs.contains(&format!("sent and received a message through {addr}")),
+            "{name}: {logs}"
+        );
     }
 }

@@ -50,15 +50,29 @@ async fn teardown_leaves_no_process_mount_bridge_chain_or_cgroup() {
     services.create(&PostParams::default(), &svc).await.unwrap();
     let uid = eventually("the pod Running", Duration::from_secs(120), || async {
         let p = pods.get("holder").await.map_err(|e| e.to_string())?;
-        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        if phase == "Running" { Ok(p.metadata.uid) } else { Err(format!("phase {phase:?}")) }
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Running" {
+            Ok(p.metadata.uid)
+        } else {
+            Err(format!("phase {phase:?}"))
+        }
     })
     .await;
     let (pids, _) = node.pod_processes(&uid);
-    assert!(!pids.is_empty(), "the running pod has processes in its cgroups");
+    assert!(
+        !pids.is_empty(),
+        "the running pod has processes in its cgroups"
+    );
     let traces = footprint.leftovers();
     for kind in ["process", "mount", "bridge", "iptables chain", "cgroup"] {
-        assert!(traces.iter().any(|t| t.starts_with(kind)), "a running node shows a {kind}: {traces:#?}");
+        assert!(
+            traces.iter().any(|t| t.starts_with(kind)),
+            "a running node shows a {kind}: {traces:#?}"
+        );
     }
 
     drop(cp);

@@ -20,11 +20,17 @@ pub struct Env {
 impl Env {
     /// Reads the contract; the error names the missing variable.
     pub fn from_env() -> Result<Env, String> {
-        let get = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set: run the workload through `dojo play`, which sets it"));
+        let get = |k: &str| {
+            std::env::var(k).map_err(|_| {
+                format!("{k} is not set: run the workload through `dojo play`, which sets it")
+            })
+        };
         Ok(Env {
             namesrv_addr: get("NAMESRV_ADDR")?,
             world_url: get("WORLD_URL")?,
-            level: get("DOJO_LEVEL")?.parse().map_err(|_| "DOJO_LEVEL must be a number".to_string())?,
+            level: get("DOJO_LEVEL")?
+                .parse()
+                .map_err(|_| "DOJO_LEVEL must be a number".to_string())?,
             instance: get("DOJO_INSTANCE")?,
             listen_addr: std::env::var("DOJO_LISTEN_ADDR").ok(),
         })

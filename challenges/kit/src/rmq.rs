@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 #[allow(deprecated)]
-use rocketmq_client_rust::{ClientRuntime, ClientRuntimeConfig, DefaultMQAdminExt, DefaultMQProducer, DefaultMQPullConsumer, DefaultMQPushConsumer};
+use rocketmq_client_rust::{
+    ClientRuntime, ClientRuntimeConfig, DefaultMQAdminExt, DefaultMQProducer,
+    DefaultMQPullConsumer, DefaultMQPushConsumer,
+};
 use rocketmq_observability::TelemetryRuntimeGuard;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
@@ -21,7 +24,10 @@ pub struct KitError {
 type Result<T> = std::result::Result<T, KitError>;
 
 fn failed(what: &'static str, detail: impl std::fmt::Display) -> KitError {
-    KitError { what, detail: detail.to_string() }
+    KitError {
+        what,
+        detail: detail.to_string(),
+    }
 }
 
 /// Owns a client runtime; builds producers, consumers and admin sessions
@@ -35,14 +41,26 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(scope: &'static str, namesrv: impl Into<String>) -> Result<Clients> {
-        let owner = RuntimeOwner::plan(RuntimeConfig { thread_name: format!("dojo-{scope}"), ..Default::default() })
-            .map_err(|e| failed("RocketMQ client runtime", format!("{e:?}")))?
-            .build()
-            .map_err(|e| failed("RocketMQ client runtime", e))?;
+        let owner = RuntimeOwner::plan(RuntimeConfig {
+            thread_name: format!("dojo-{scope}"),
+            ..Default::default()
+        })
+        .map_err(|e| failed("RocketMQ client runtime", format!("{e:?}")))?
+        .build()
+        .map_err(|e| failed("RocketMQ client runtime", e))?;
         let telemetry = TelemetryRuntimeGuard::noop();
-        let runtime = ClientRuntime::try_new(owner.root_context().component(scope), ClientRuntimeConfig::default(), telemetry.handle())
-            .map_err(|e| failed("RocketMQ client runtime", e))?;
-        Ok(Clients { namesrv: namesrv.into(), owner: std::sync::Mutex::new(Some(owner)), runtime, _telemetry: telemetry })
+        let runtime = ClientRuntime::try_new(
+            owner.root_context().component(scope),
+            ClientRuntimeConfig::default(),
+            telemetry.handle(),
+        )
+        .map_err(|e| failed("RocketMQ client runtime", e))?;
+        Ok(Clients {
+            namesrv: namesrv.into(),
+            owner: std::sync::Mutex::new(Some(owner)),
+            runtime,
+            _telemetry: telemetry,
+        })
     }
 
     pub fn namesrv(&self) -> &str {
@@ -55,12 +73,18 @@ impl Clients {
 
     /// A producer (not started) of `group`.
     pub fn producer(&self, group: &str) -> DefaultMQProducer {
-        DefaultMQProducer::builder(self.runtime()).producer_group(group.to_string()).name_server_addr(self.namesrv.clone()).build()
+        DefaultMQProducer::builder(self.runtime())
+            .producer_group(group.to_string())
+            .name_server_addr(self.namesrv.clone())
+            .build()
     }
 
     /// A push consumer (not started) of `group`.
     pub fn push_consumer(&self, group: &str) -> DefaultMQPushConsumer {
-        DefaultMQPushConsumer::builder(self.runtime()).consumer_group(group.to_string()).name_server_addr(self.namesrv.clone()).build()
+        DefaultMQPushConsumer::builder(self.runtime())
+            .consumer_group(group.to_string())
+            .name_server_addr(self.namesrv.clone())
+            .build()
     }
 
     /// A classic pull consumer (not started) of `group`: deprecated for
@@ -97,7 +121,12 @@ impl Clients {
 impl Drop for Clients {
     fn drop(&mut self) {
         // Dropping a runtime inside async code panics; hand it to the background.
-        if let Some(owner) = self.owner.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(owner) = self
+            .owner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = owner.shutdown_background();
         }
     }

@@ -14,7 +14,11 @@ pub enum WorldError {
     /// The world answered, but not with 2xx (429 rate limited, 409 conflict,
     /// 503 injected failure, ...). `body` is its JSON answer.
     #[error("world answered {status} to {path}: {body}")]
-    Status { path: String, status: u16, body: Value },
+    Status {
+        path: String,
+        status: u16,
+        body: Value,
+    },
     #[error("world unreachable at {path}: {detail}")]
     Transport { path: String, detail: String },
 }
@@ -37,8 +41,16 @@ pub struct WorldClient {
 
 impl WorldClient {
     pub fn new(base: impl Into<String>, instance: impl Into<String>) -> WorldClient {
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
-        WorldClient { base: base.into().trim_end_matches('/').to_string(), instance: instance.into(), agent }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        WorldClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            instance: instance.into(),
+            agent,
+        }
     }
 
     pub fn from_env(env: &Env) -> WorldClient {
@@ -58,15 +70,34 @@ impl WorldClient {
     }
 
     pub fn get(&self, path: &str) -> Result<Value, WorldError> {
-        let resp = self.agent.get(format!("{}{path}", self.base)).header("X-Dojo-Instance", &self.instance).call();
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("X-Dojo-Instance", &self.instance)
+            .call();
         self.answer(path, resp)
     }
 
-    fn answer(&self, path: &str, resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value, WorldError> {
-        let mut resp = resp.map_err(|e| WorldError::Transport { path: path.to_string(), detail: e.to_string() })?;
+    fn answer(
+        &self,
+        path: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Value, WorldError> {
+        let mut resp = resp.map_err(|e| WorldError::Transport {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if (200..300).contains(&status) { Ok(body) } else { Err(WorldError::Status { path: path.to_string(), status, body }) }
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(WorldError::Status {
+                path: path.to_string(),
+                status,
+                body,
+            })
+        }
     }
 }

@@ -44,7 +44,13 @@ impl Check {
     pub const MAX_EVIDENCE: usize = 20;
 
     pub fn new(id: &str, title: &str, verdict: Verdict, summary: impl Into<String>) -> Check {
-        Check { id: id.into(), title: title.into(), verdict, summary: summary.into(), evidence: Vec::new() }
+        Check {
+            id: id.into(),
+            title: title.into(),
+            verdict,
+            summary: summary.into(),
+            evidence: Vec::new(),
+        }
     }
 
     pub fn pass(id: &str, title: &str, summary: impl Into<String>) -> Check {
@@ -102,7 +108,13 @@ impl Series {
         let max = self.points.iter().copied().fold(0.0_f64, f64::max);
         self.points
             .iter()
-            .map(|&v| if max <= 0.0 || v <= 0.0 { ' ' } else { BARS[(((v / max) * 7.0).round() as usize).min(7)] })
+            .map(|&v| {
+                if max <= 0.0 || v <= 0.0 {
+                    ' '
+                } else {
+                    BARS[(((v / max) * 7.0).round() as usize).min(7)]
+                }
+            })
             .collect()
     }
 }
@@ -142,7 +154,10 @@ impl Report {
     }
 
     pub fn passed(&self) -> usize {
-        self.checks.iter().filter(|c| c.verdict == Verdict::Pass).count()
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Pass)
+            .count()
     }
 
     pub fn to_json(&self) -> String {
@@ -154,7 +169,11 @@ impl Report {
     pub fn to_bounded_json(&self, limit: usize) -> String {
         let mut r = self.clone();
         r.artefacts = None;
-        let fits = |r: &Report| serde_json::to_string(r).map(|s| s.len() <= limit).unwrap_or(false);
+        let fits = |r: &Report| {
+            serde_json::to_string(r)
+                .map(|s| s.len() <= limit)
+                .unwrap_or(false)
+        };
         // Curves are for people and dashboards; the termination message needs verdicts.
         if !fits(&r) {
             r.series.clear();
@@ -164,8 +183,17 @@ impl Report {
                 c.evidence.pop();
                 continue;
             }
-            if let Some(c) = r.checks.iter_mut().filter(|c| c.summary.chars().count() > 40).max_by_key(|c| c.summary.len()) {
-                let cut: String = c.summary.chars().take(c.summary.chars().count() / 2).collect();
+            if let Some(c) = r
+                .checks
+                .iter_mut()
+                .filter(|c| c.summary.chars().count() > 40)
+                .max_by_key(|c| c.summary.len())
+            {
+                let cut: String = c
+                    .summary
+                    .chars()
+                    .take(c.summary.chars().count() / 2)
+                    .collect();
                 c.summary = format!("{cut}…");
                 continue;
             }
@@ -180,11 +208,33 @@ impl Report {
     /// The report as a table for people.
     pub fn render_table(&self) -> String {
         let mut out = String::new();
-        let id_w = self.checks.iter().map(|c| c.id.len()).max().unwrap_or(2).max(5);
-        out.push_str(&format!("Level {} ({}) — {} — {}/{} checks passed in {:.1}s\n\n", self.level, self.slug, self.verdict.as_str().to_uppercase(), self.passed(), self.checks.len(), self.duration_ms as f64 / 1000.0));
-        out.push_str(&format!("  {:<6} {:<id_w$}  {}\n", "VERDICT", "CHECK", "WHAT WAS SEEN"));
+        let id_w = self
+            .checks
+            .iter()
+            .map(|c| c.id.len())
+            .max()
+            .unwrap_or(2)
+            .max(5);
+        out.push_str(&format!(
+            "Level {} ({}) — {} — {}/{} checks passed in {:.1}s\n\n",
+            self.level,
+            self.slug,
+            self.verdict.as_str().to_uppercase(),
+            self.passed(),
+            self.checks.len(),
+            self.duration_ms as f64 / 1000.0
+        ));
+        out.push_str(&format!(
+            "  {:<6} {:<id_w$}  {}\n",
+            "VERDICT", "CHECK", "WHAT WAS SEEN"
+        ));
         for c in &self.checks {
-            out.push_str(&format!("  {:<6}  {:<id_w$}  {}\n", c.verdict.as_str().to_uppercase(), c.id, c.title));
+            out.push_str(&format!(
+                "  {:<6}  {:<id_w$}  {}\n",
+                c.verdict.as_str().to_uppercase(),
+                c.id,
+                c.title
+            ));
             out.push_str(&format!("  {:<6}  {:<id_w$}    {}\n", "", "", c.summary));
             for e in &c.evidence {
                 out.push_str(&format!("  {:<6}  {:<id_w$}    - {}\n", "", "", e));
@@ -193,12 +243,25 @@ impl Report {
         if !self.figures.is_empty() {
             out.push_str("\n  FIGURES\n");
             for f in &self.figures {
-                out.push_str(&format!("    {:<28} {:>12} {}\n", f.name, format_value(f.value), f.unit));
+                out.push_str(&format!(
+                    "    {:<28} {:>12} {}\n",
+                    f.name,
+                    format_value(f.value),
+                    f.unit
+                ));
             }
         }
         for s in &self.series {
             let peak = s.points.iter().copied().fold(0.0_f64, f64::max);
-            out.push_str(&format!("\n  {} ({} points, one per {:.1}s, peak {} {})\n    |{}|\n", s.name, s.points.len(), s.step_ms as f64 / 1000.0, format_value(peak), s.unit, s.sparkline()));
+            out.push_str(&format!(
+                "\n  {} ({} points, one per {:.1}s, peak {} {})\n    |{}|\n",
+                s.name,
+                s.points.len(),
+                s.step_ms as f64 / 1000.0,
+                format_value(peak),
+                s.unit,
+                s.sparkline()
+            ));
         }
         if let Some(a) = &self.artefacts {
             out.push_str(&format!("\n  artefacts: {a}\n"));
@@ -208,7 +271,11 @@ impl Report {
 }
 
 fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.2}") }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 #[cfg(test)]
@@ -216,15 +283,47 @@ mod tests {
     use super::*;
 
     fn report(checks: Vec<Check>) -> Report {
-        Report { level: 3, slug: "idempotency".into(), verdict: Report::overall(&checks), checks, figures: vec![Figure { name: "duplicated".into(), value: 2.0, unit: "orders".into() }], series: vec![Series { name: "lag".into(), unit: "messages".into(), step_ms: 1000, points: vec![0.0, 8.0, 4.0, 1.0, 0.0] }], started_at_ms: 0, duration_ms: 61_500, artefacts: Some("/tmp/run".into()) }
+        Report {
+            level: 3,
+            slug: "idempotency".into(),
+            verdict: Report::overall(&checks),
+            checks,
+            figures: vec![Figure {
+                name: "duplicated".into(),
+                value: 2.0,
+                unit: "orders".into(),
+            }],
+            series: vec![Series {
+                name: "lag".into(),
+                unit: "messages".into(),
+                step_ms: 1000,
+                points: vec![0.0, 8.0, 4.0, 1.0, 0.0],
+            }],
+            started_at_ms: 0,
+            duration_ms: 61_500,
+            artefacts: Some("/tmp/run".into()),
+        }
     }
 
     #[test]
     fn overall_verdict_is_three_valued() {
-        assert_eq!(Report::overall(&[Check::pass("a", "A", ""), Check::pass("b", "B", "")]), Verdict::Pass);
-        assert_eq!(Report::overall(&[Check::pass("a", "A", ""), Check::error("b", "B", "")]), Verdict::Error);
-        assert_eq!(Report::overall(&[Check::error("a", "A", ""), Check::fail("b", "B", "")]), Verdict::Fail);
-        assert_eq!(Report::overall(&[]), Verdict::Error, "nothing judged is not a pass");
+        assert_eq!(
+            Report::overall(&[Check::pass("a", "A", ""), Check::pass("b", "B", "")]),
+            Verdict::Pass
+        );
+        assert_eq!(
+            Report::overall(&[Check::pass("a", "A", ""), Check::error("b", "B", "")]),
+            Verdict::Error
+        );
+        assert_eq!(
+            Report::overall(&[Check::error("a", "A", ""), Check::fail("b", "B", "")]),
+            Verdict::Fail
+        );
+        assert_eq!(
+            Report::overall(&[]),
+            Verdict::Error,
+            "nothing judged is not a pass"
+        );
     }
 
     #[test]
@@ -236,7 +335,14 @@ mod tests {
 
     #[test]
     fn json_round_trips() {
-        let r = report(vec![Check::fail("exactly-once", "every order debited once", "2 orders debited twice").with_evidence(["order-7: debits #12, #15"])]);
+        let r = report(vec![
+            Check::fail(
+                "exactly-once",
+                "every order debited once",
+                "2 orders debited twice",
+            )
+            .with_evidence(["order-7: debits #12, #15"]),
+        ]);
         let back: Report = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back, r);
         assert!(r.to_json().contains("\"verdict\": \"fail\""));
@@ -244,7 +350,12 @@ mod tests {
 
     #[test]
     fn bounded_json_fits_and_keeps_every_verdict() {
-        let checks = (0..8).map(|i| Check::fail(&format!("check-{i}"), "a title", "x".repeat(300)).with_evidence((0..20).map(|j| format!("order-{j}: {}", "y".repeat(80))))).collect();
+        let checks = (0..8)
+            .map(|i| {
+                Check::fail(&format!("check-{i}"), "a title", "x".repeat(300))
+                    .with_evidence((0..20).map(|j| format!("order-{j}: {}", "y".repeat(80))))
+            })
+            .collect();
         let r = report(checks);
         let s = r.to_bounded_json(TERMINATION_MESSAGE_LIMIT);
         assert!(s.len() <= TERMINATION_MESSAGE_LIMIT, "{} bytes", s.len());
@@ -256,11 +367,22 @@ mod tests {
 
     #[test]
     fn table_names_checks_evidence_and_figures() {
-        let r = report(vec![Check::pass("no-loss", "no order lost", "500/500 debited"), Check::fail("exactly-once", "every order debited once", "2 orders debited twice").with_evidence(["order-7: debits #12, #15"])]);
+        let r = report(vec![
+            Check::pass("no-loss", "no order lost", "500/500 debited"),
+            Check::fail(
+                "exactly-once",
+                "every order debited once",
+                "2 orders debited twice",
+            )
+            .with_evidence(["order-7: debits #12, #15"]),
+        ]);
         let t = r.render_table();
         assert!(t.contains("FAIL") && t.contains("1/2 checks passed"), "{t}");
         assert!(t.contains("order-7: debits #12, #15"));
         assert!(t.contains("duplicated") && t.contains("artefacts: /tmp/run"));
-        assert!(t.contains("lag (5 points, one per 1.0s, peak 8 messages)") && t.contains("| █▅▂ |"), "{t}");
+        assert!(
+            t.contains("lag (5 points, one per 1.0s, peak 8 messages)") && t.contains("| █▅▂ |"),
+            "{t}"
+        );
     }
 }

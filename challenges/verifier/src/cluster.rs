@@ -18,6 +18,9 @@
 //!   `emptyDir` store (a container restart, not a new pod): `Restart` waits
 //!   until it serves again.
 
+// Only the verifier Job plays in a cluster: `dojo` builds without kube.
+#![cfg(feature = "cluster")]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -27,7 +30,10 @@ use dojo_kit::Clients;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, EnvVar, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, SimplexStream, WriteHalf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines, ReadHalf, SimplexStream,
+    WriteHalf,
+};
 
 use crate::platform::{BrokerFault, PeakRss, Platform, PlatformError, StopOutcome, WorkloadStats};
 
@@ -58,16 +64,22 @@ pub struct JobEnv {
 impl JobEnv {
     /// Reads it; the error names the missing variable.
     pub fn from_env() -> Result<JobEnv, String> {
-        let get = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set: the verifier Job of the operator sets it (`--platform kube` runs only there)"));
+        let get = |k: &str| {
+            std::env::var(k).map_err(|_| format!("{k} is not set: the verifier Job of the operator sets it (`--platform kube` runs only there)"))
+        };
         Ok(JobEnv {
             challenge: get("DOJO_CHALLENGE")?,
             namespace: get("DOJO_NAMESPACE")?,
-            attempt: get("DOJO_ATTEMPT")?.parse().map_err(|_| "DOJO_ATTEMPT must be a number".to_string())?,
+            attempt: get("DOJO_ATTEMPT")?
+                .parse()
+                .map_err(|_| "DOJO_ATTEMPT must be a number".to_string())?,
             pod: get("DOJO_POD")?,
             namesrv_addr: get("NAMESRV_ADDR")?,
             world_listen: get("WORLD_LISTEN")?,
             workload_selector: get("DOJO_WORKLOAD_SELECTOR")?,
-            messages: std::env::var("DOJO_MESSAGES").ok().and_then(|m| m.parse().ok()),
+            messages: std::env::var("DOJO_MESSAGES")
+                .ok()
+                .and_then(|m| m.parse().ok()),
         })
     }
 }
@@ -86,14 +98,22 @@ impl Signaller {
     /// `Ok(true)` once sent; `Ok(false)` if the shell is gone (its
     /// container too, when the signal ended the workload).
     async fn send(&mut self, signal: &str) -> Result<bool, String> {
-        if self.stdin.write_all(format!("{signal}\n").as_bytes()).await.is_err() || self.stdin.flush().await.is_err() {
+        if self
+            .stdin
+            .write_all(format!("{signal}\n").as_bytes())
+            .await
+            .is_err()
+            || self.stdin.flush().await.is_err()
+        {
             return Ok(false);
         }
         match tokio::time::timeout(Duration::from_secs(5), self.acks.next_line()).await {
             Ok(Ok(Some(line))) if line == "sent 0" => Ok(true),
             Ok(Ok(Some(line))) => Err(format!("kill -{signal}: {line}")),
             Ok(_) => Ok(false),
-            Err(_) => Err(format!("kill -{signal}: no answer from the signalling shell within 5s")),
+            Err(_) => Err(format!(
+                "kill -{signal}: no answer from the signalling shell within 5s"
+            )),
         }
     }
 }
@@ -124,13 +144,18 @@ pub struct KubePlatform {
 }
 
 fn werr(instance: &str, e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Workload { instance: instance.to_string(), detail: e.to_string() }
+    PlatformError::Workload {
+        instance: instance.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// `exit status: 0`, `signal: 9 (SIGKILL)`, as a local process's status
 /// reads; a container killed by signal N exits with 128 + N.
 fn exit_text(code: i32, signal: Option<i32>) -> String {
-    let signal = signal.filter(|s| *s > 0).or((code > 128 && code < 160).then_some(code - 128));
+    let signal = signal
+        .filter(|s| *s > 0)
+        .or((code > 128 && code < 160).then_some(code - 128));
     match signal {
         Some(s) => {
             let name = match s {
@@ -149,17 +174,28 @@ fn exit_text(code: i32, signal: Option<i32>) -> String {
 
 /// The exit of `container` in `pod`, if it terminated: (status, success).
 fn terminated(pod: &Pod, container: &str) -> Option<(String, bool)> {
-    let t = container_status(pod, container)?.state.as_ref()?.terminated.as_ref()?;
+    let t = container_status(pod, container)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
     Some((exit_text(t.exit_code, t.signal), t.exit_code == 0))
 }
 
 /// Why an exec into `container` of `pod` could not start.
 fn exec_failed(pod: &str, container: &str, e: ::kube::Error) -> String {
-    format!("exec in {pod}/{container}: {e} (the verifier signals a container's processes with its `sh`)")
+    format!(
+        "exec in {pod}/{container}: {e} (the verifier signals a container's processes with its `sh`)"
+    )
 }
 
 fn container_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
-    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == container)
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)
 }
 
 impl KubePlatform {
@@ -167,40 +203,93 @@ impl KubePlatform {
     /// workload Deployment's template, then waits until the Deployment's
     /// pods are gone: two copies of the learner's program at once would
     /// blur the verdict.
-    pub async fn new(client: Client, env: JobEnv, serves_http: bool) -> Result<KubePlatform, PlatformError> {
-        let other = |what: String| move |e: ::kube::Error| PlatformError::Other(format!("{what}: {e}"));
+    pub async fn new(
+        client: Client,
+        env: JobEnv,
+        serves_http: bool,
+    ) -> Result<KubePlatform, PlatformError> {
+        let other =
+            |what: String| move |e: ::kube::Error| PlatformError::Other(format!("{what}: {e}"));
         let pods: Api<Pod> = Api::namespaced(client.clone(), &env.namespace);
-        let me = pods.get(&env.pod).await.map_err(other(format!("reading the verifier's own pod {}", env.pod)))?;
-        let owner = OwnerReference { api_version: "v1".into(), kind: "Pod".into(), name: me.name_any(), uid: me.uid().unwrap_or_default(), ..Default::default() };
+        let me = pods
+            .get(&env.pod)
+            .await
+            .map_err(other(format!("reading the verifier's own pod {}", env.pod)))?;
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: me.name_any(),
+            uid: me.uid().unwrap_or_default(),
+            ..Default::default()
+        };
         let deployment = format!("{}-workload", env.challenge);
-        let d = Api::<Deployment>::namespaced(client, &env.namespace).get(&deployment).await.map_err(other(format!("reading the workload Deployment {deployment}")))?;
-        let template = d.spec.map(|s| s.template).ok_or_else(|| PlatformError::Other(format!("the Deployment {deployment} has no pod template")))?;
-        let container = template.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone()).ok_or_else(|| PlatformError::Other(format!("the Deployment {deployment} has no container")))?;
+        let d = Api::<Deployment>::namespaced(client, &env.namespace)
+            .get(&deployment)
+            .await
+            .map_err(other(format!(
+                "reading the workload Deployment {deployment}"
+            )))?;
+        let template = d.spec.map(|s| s.template).ok_or_else(|| {
+            PlatformError::Other(format!("the Deployment {deployment} has no pod template"))
+        })?;
+        let container = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .map(|c| c.name.clone())
+            .ok_or_else(|| {
+                PlatformError::Other(format!("the Deployment {deployment} has no container"))
+            })?;
         let start = Instant::now();
         let lp = ::kube::api::ListParams::default().labels(&env.workload_selector);
         loop {
-            let left = pods.list(&lp).await.map_err(other("listing the workload Deployment's pods".into()))?.items;
+            let left = pods
+                .list(&lp)
+                .await
+                .map_err(other("listing the workload Deployment's pods".into()))?
+                .items;
             if left.is_empty() {
                 break;
             }
             if start.elapsed() > CONTAINER_START {
                 let names: Vec<String> = left.iter().map(|p| p.name_any()).collect();
-                return Err(PlatformError::Other(format!("the workload Deployment's pods are still there after {}s: {}; the operator scales it to 0 while the verifier runs", CONTAINER_START.as_secs(), names.join(", "))));
+                return Err(PlatformError::Other(format!(
+                    "the workload Deployment's pods are still there after {}s: {}; the operator scales it to 0 while the verifier runs",
+                    CONTAINER_START.as_secs(),
+                    names.join(", ")
+                )));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let broker_pod = format!("{}-broker-0", env.challenge);
-        Ok(KubePlatform { pods, env, owner, template, container, serves_http, broker_pod, broker_peak_rss_kib: None, broker_restarts_at_fault: 0, instances: BTreeMap::new() })
+        Ok(KubePlatform {
+            pods,
+            env,
+            owner,
+            template,
+            container,
+            serves_http,
+            broker_pod,
+            broker_peak_rss_kib: None,
+            broker_restarts_at_fault: 0,
+            instances: BTreeMap::new(),
+        })
     }
 
     /// The pod of instance `instance`'s `life`th start.
     fn instance_pod(&self, instance: &str, life: u32) -> Pod {
-        let name = format!("{}-w{}-{instance}-{life}", self.env.challenge, self.env.attempt);
+        let name = format!(
+            "{}-w{}-{instance}-{life}",
+            self.env.challenge, self.env.attempt
+        );
         let mut t = self.template.clone();
         let mut meta = t.metadata.take().unwrap_or_default();
         let labels = meta.labels.get_or_insert_with(Default::default);
         // Out of the Deployment's selector, so its ReplicaSet leaves them alone.
-        labels.insert("app.kubernetes.io/component".into(), "workload-instance".into());
+        labels.insert(
+            "app.kubernetes.io/component".into(),
+            "workload-instance".into(),
+        );
         labels.insert("dojo.rmq.dev/instance".into(), instance.into());
         meta.name = Some(name);
         meta.namespace = Some(self.env.namespace.clone());
@@ -212,20 +301,43 @@ impl KubePlatform {
         let c = &mut spec.containers[0];
         let env = c.env.get_or_insert_with(Vec::new);
         env.retain(|e| e.name != "DOJO_INSTANCE" && e.name != "DOJO_LISTEN_ADDR");
-        env.push(EnvVar { name: "DOJO_INSTANCE".into(), value: Some(instance.into()), ..Default::default() });
+        env.push(EnvVar {
+            name: "DOJO_INSTANCE".into(),
+            value: Some(instance.into()),
+            ..Default::default()
+        });
         if self.serves_http {
-            env.push(EnvVar { name: "DOJO_LISTEN_ADDR".into(), value: Some(format!("0.0.0.0:{WORKLOAD_HTTP_PORT}")), ..Default::default() });
+            env.push(EnvVar {
+                name: "DOJO_LISTEN_ADDR".into(),
+                value: Some(format!("0.0.0.0:{WORKLOAD_HTTP_PORT}")),
+                ..Default::default()
+            });
         }
-        Pod { metadata: meta, spec: Some(spec), status: None }
+        Pod {
+            metadata: meta,
+            spec: Some(spec),
+            status: None,
+        }
     }
 
     /// Runs `script` with `sh -c` in `container` of `pod`: its stdout, or
     /// what went wrong.
     async fn exec(&self, pod: &str, container: &str, script: &str) -> Result<String, String> {
-        let params = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true);
-        let mut p = self.pods.exec(pod, ["sh", "-c", script], &params).await.map_err(|e| exec_failed(pod, container, e))?;
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        let mut p = self
+            .pods
+            .exec(pod, ["sh", "-c", script], &params)
+            .await
+            .map_err(|e| exec_failed(pod, container, e))?;
         let (mut out, mut err) = (String::new(), String::new());
-        let (mut so, mut se) = (p.stdout().ok_or("no stdout")?, p.stderr().ok_or("no stderr")?);
+        let (mut so, mut se) = (
+            p.stdout().ok_or("no stdout")?,
+            p.stderr().ok_or("no stderr")?,
+        );
         let _ = tokio::join!(so.read_to_string(&mut out), se.read_to_string(&mut err));
         let status = match p.take_status() {
             Some(s) => s.await,
@@ -234,19 +346,40 @@ impl KubePlatform {
         let _ = p.join().await;
         match status {
             Some(s) if s.status.as_deref() == Some("Success") => Ok(out),
-            Some(s) => Err(format!("`sh -c` in {pod}/{container} failed: {} {}", s.message.unwrap_or_default(), err.trim())),
-            None => Err(format!("`sh -c` in {pod}/{container} ended without a status: {}", err.trim())),
+            Some(s) => Err(format!(
+                "`sh -c` in {pod}/{container} failed: {} {}",
+                s.message.unwrap_or_default(),
+                err.trim()
+            )),
+            None => Err(format!(
+                "`sh -c` in {pod}/{container} ended without a status: {}",
+                err.trim()
+            )),
         }
     }
 
     /// Opens a [`Signaller`] in `container` of `pod`.
     async fn signaller(&self, pod: &str, container: &str) -> Result<Signaller, String> {
-        let script = format!("while read -r sig; do pids=$({CONTAINER_PIDS}); if [ -n \"$pids\" ]; then kill -$sig $pids; echo \"sent $?\"; else echo 'no process left'; fi; done");
-        let params = AttachParams::default().container(container).stdin(true).stdout(true).stderr(false);
-        let mut session = self.pods.exec(pod, ["sh", "-c", script.as_str()], &params).await.map_err(|e| exec_failed(pod, container, e))?;
+        let script = format!(
+            "while read -r sig; do pids=$({CONTAINER_PIDS}); if [ -n \"$pids\" ]; then kill -$sig $pids; echo \"sent $?\"; else echo 'no process left'; fi; done"
+        );
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(true)
+            .stdout(true)
+            .stderr(false);
+        let mut session = self
+            .pods
+            .exec(pod, ["sh", "-c", script.as_str()], &params)
+            .await
+            .map_err(|e| exec_failed(pod, container, e))?;
         let stdin = session.stdin().ok_or("no stdin")?;
         let acks = BufReader::new(session.stdout().ok_or("no stdout")?).lines();
-        Ok(Signaller { _session: session, stdin, acks })
+        Ok(Signaller {
+            _session: session,
+            stdin,
+            acks,
+        })
     }
 
     /// Signals instance `instance` through its [`Signaller`], or one exec if it has none (left).
@@ -260,25 +393,45 @@ impl KubePlatform {
             }
         }
         let pod = i.pod.clone();
-        self.signal(&pod, &self.container, signal).await.map_err(|e| werr(instance, e))
+        self.signal(&pod, &self.container, signal)
+            .await
+            .map_err(|e| werr(instance, e))
     }
 
     /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to every process of the container.
     async fn signal(&self, pod: &str, container: &str, signal: &str) -> Result<(), String> {
-        let script = format!("pids=$({CONTAINER_PIDS}); [ -n \"$pids\" ] || {{ echo 'no process left' >&2; exit 1; }}; kill -{signal} $pids");
+        let script = format!(
+            "pids=$({CONTAINER_PIDS}); [ -n \"$pids\" ] || {{ echo 'no process left' >&2; exit 1; }}; kill -{signal} $pids"
+        );
         self.exec(pod, container, &script).await.map(|_| ())
     }
 
     /// `Threads`, `VmRSS` and `VmHWM` (peak) of the container's main process.
     async fn stats(&self, pod: &str, container: &str) -> Option<(WorkloadStats, u64)> {
-        let script = format!("main=$({CONTAINER_PIDS} | head -n 1); while read -r k v _; do case $k in Threads:|VmRSS:|VmHWM:) echo \"$k $v\";; esac; done < /proc/$main/status");
+        let script = format!(
+            "main=$({CONTAINER_PIDS} | head -n 1); while read -r k v _; do case $k in Threads:|VmRSS:|VmHWM:) echo \"$k $v\";; esac; done < /proc/$main/status"
+        );
         let out = self.exec(pod, container, &script).await.ok()?;
-        let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
-        Some((WorkloadStats { threads: field("Threads:")?, rss_kib: field("VmRSS:")? }, field("VmHWM:").unwrap_or(0)))
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        Some((
+            WorkloadStats {
+                threads: field("Threads:")?,
+                rss_kib: field("VmRSS:")?,
+            },
+            field("VmHWM:").unwrap_or(0),
+        ))
     }
 
     fn instance(&mut self, name: &str) -> Result<&mut Instance, PlatformError> {
-        self.instances.get_mut(name).ok_or_else(|| PlatformError::Workload { instance: name.into(), detail: "was never started".into() })
+        self.instances
+            .get_mut(name)
+            .ok_or_else(|| PlatformError::Workload {
+                instance: name.into(),
+                detail: "was never started".into(),
+            })
     }
 
     /// Waits until instance `instance` has exited, up to `limit`.
@@ -302,7 +455,10 @@ impl KubePlatform {
     }
 
     async fn broker_restarts(&self) -> Result<i32, PlatformError> {
-        let p = self.pods.get(&self.broker_pod).await.map_err(|e| PlatformError::Broker(format!("reading pod {}: {e}", self.broker_pod)))?;
+        let p =
+            self.pods.get(&self.broker_pod).await.map_err(|e| {
+                PlatformError::Broker(format!("reading pod {}: {e}", self.broker_pod))
+            })?;
         Ok(container_status(&p, "broker").map_or(0, |c| c.restart_count))
     }
 
@@ -331,28 +487,72 @@ impl Platform for KubePlatform {
         };
         let pod = self.instance_pod(instance, life);
         let name = pod.name_any();
-        self.pods.create(&PostParams::default(), &pod).await.map_err(|e| werr(instance, format!("creating pod {name}: {e}")))?;
-        self.instances.insert(instance.into(), Instance { pod: name.clone(), signaller: None, lives: life, ip: None, exit: None, peak_rss_kib: 0 });
+        self.pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| werr(instance, format!("creating pod {name}: {e}")))?;
+        self.instances.insert(
+            instance.into(),
+            Instance {
+                pod: name.clone(),
+                signaller: None,
+                lives: life,
+                ip: None,
+                exit: None,
+                peak_rss_kib: 0,
+            },
+        );
         // Started (or already ended) with an address; else why not.
         let start = Instant::now();
         loop {
-            let p = self.pods.get(&name).await.map_err(|e| werr(instance, format!("reading pod {name}: {e}")))?;
-            let state = container_status(&p, &self.container).and_then(|c| c.state.clone()).unwrap_or_default();
+            let p = self
+                .pods
+                .get(&name)
+                .await
+                .map_err(|e| werr(instance, format!("reading pod {name}: {e}")))?;
+            let state = container_status(&p, &self.container)
+                .and_then(|c| c.state.clone())
+                .unwrap_or_default();
             let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
             if ip.is_some() && (state.running.is_some() || state.terminated.is_some()) {
                 // Without one, signals fall back to an exec each.
-                let signaller = if state.running.is_some() { self.signaller(&name, &self.container).await.ok() } else { None };
+                let signaller = if state.running.is_some() {
+                    self.signaller(&name, &self.container).await.ok()
+                } else {
+                    None
+                };
                 let i = self.instance(instance)?;
                 (i.ip, i.signaller) = (ip, signaller);
                 return Ok(());
             }
-            if let Some(w) = state.waiting.filter(|w| w.reason.as_deref().is_some_and(|r| r != "ContainerCreating")) {
-                if start.elapsed() > Duration::from_secs(30) || matches!(w.reason.as_deref(), Some("ErrImageNeverPull" | "InvalidImageName" | "CreateContainerConfigError")) {
-                    return Err(werr(instance, format!("pod {name} cannot start: {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default())));
-                }
+            if let Some(w) = state.waiting.filter(|w| {
+                w.reason
+                    .as_deref()
+                    .is_some_and(|r| r != "ContainerCreating")
+            }) && (start.elapsed() > Duration::from_secs(30)
+                || matches!(
+                    w.reason.as_deref(),
+                    Some("ErrImageNeverPull" | "InvalidImageName" | "CreateContainerConfigError")
+                ))
+            {
+                return Err(werr(
+                    instance,
+                    format!(
+                        "pod {name} cannot start: {} {}",
+                        w.reason.unwrap_or_default(),
+                        w.message.unwrap_or_default()
+                    ),
+                ));
             }
             if start.elapsed() > CONTAINER_START {
-                return Err(werr(instance, format!("pod {name} did not start within {}s (phase {})", CONTAINER_START.as_secs(), p.status.and_then(|s| s.phase).unwrap_or_default())));
+                return Err(werr(
+                    instance,
+                    format!(
+                        "pod {name} did not start within {}s (phase {})",
+                        CONTAINER_START.as_secs(),
+                        p.status.and_then(|s| s.phase).unwrap_or_default()
+                    ),
+                ));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -360,13 +560,23 @@ impl Platform for KubePlatform {
 
     fn workload_addr(&self, instance: &str) -> Option<String> {
         let ip = self.instances.get(instance)?.ip.as_ref()?;
-        self.serves_http.then(|| format!("{ip}:{WORKLOAD_HTTP_PORT}"))
+        self.serves_http
+            .then(|| format!("{ip}:{WORKLOAD_HTTP_PORT}"))
     }
 
-    async fn stop_workload(&mut self, instance: &str, grace: Duration) -> Result<StopOutcome, PlatformError> {
+    async fn stop_workload(
+        &mut self,
+        instance: &str,
+        grace: Duration,
+    ) -> Result<StopOutcome, PlatformError> {
         let start = Instant::now();
         if let Some((status, success)) = self.instance(instance)?.exit.clone() {
-            return Ok(StopOutcome { exited_in_time: true, status, success, took: Duration::ZERO });
+            return Ok(StopOutcome {
+                exited_in_time: true,
+                status,
+                success,
+                took: Duration::ZERO,
+            });
         }
         // A last look at its memory while it runs: the peak RSS figure.
         self.workload_stats(instance).await;
@@ -377,11 +587,24 @@ impl Platform for KubePlatform {
             }
         }
         if let Some((status, success)) = self.wait_exit(instance, grace).await {
-            return Ok(StopOutcome { exited_in_time: true, status, success, took: start.elapsed() });
+            return Ok(StopOutcome {
+                exited_in_time: true,
+                status,
+                success,
+                took: start.elapsed(),
+            });
         }
         self.signal_instance(instance, "KILL").await?;
-        let (status, _) = self.wait_exit(instance, Duration::from_secs(30)).await.ok_or_else(|| werr(instance, "did not exit after SIGKILL within 30s"))?;
-        Ok(StopOutcome { exited_in_time: false, status, success: false, took: start.elapsed() })
+        let (status, _) = self
+            .wait_exit(instance, Duration::from_secs(30))
+            .await
+            .ok_or_else(|| werr(instance, "did not exit after SIGKILL within 30s"))?;
+        Ok(StopOutcome {
+            exited_in_time: false,
+            status,
+            success: false,
+            took: start.elapsed(),
+        })
     }
 
     async fn kill_workload(&mut self, instance: &str) -> Result<(), PlatformError> {
@@ -391,7 +614,10 @@ impl Platform for KubePlatform {
         // No look at its memory first: that exec would delay the crash.
         self.signal_instance(instance, "KILL").await?;
         // Dead once the kubelet says so: a start right after must not find it running.
-        self.wait_exit(instance, Duration::from_secs(30)).await.map(|_| ()).ok_or_else(|| werr(instance, "did not exit after SIGKILL within 30s"))
+        self.wait_exit(instance, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .ok_or_else(|| werr(instance, "did not exit after SIGKILL within 30s"))
     }
 
     async fn pause_workload(&mut self, instance: &str) -> Result<(), PlatformError> {
@@ -412,8 +638,18 @@ impl Platform for KubePlatform {
             Ok(Some(p)) => terminated(&p, &self.container).or_else(|| {
                 // Evicted or failed before its container ran.
                 let st = p.status.as_ref()?;
-                (st.phase.as_deref() == Some("Failed") && container_status(&p, &self.container).is_none())
-                    .then(|| (format!("pod failed: {} {}", st.reason.clone().unwrap_or_default(), st.message.clone().unwrap_or_default()), false))
+                (st.phase.as_deref() == Some("Failed")
+                    && container_status(&p, &self.container).is_none())
+                .then(|| {
+                    (
+                        format!(
+                            "pod failed: {} {}",
+                            st.reason.clone().unwrap_or_default(),
+                            st.message.clone().unwrap_or_default()
+                        ),
+                        false,
+                    )
+                })
             }),
             Ok(None) => Some((format!("pod {pod} was deleted"), false)),
             // The API server did not answer: no news, not an exit.
@@ -433,9 +669,18 @@ impl Platform for KubePlatform {
     }
 
     async fn workload_log_tail(&mut self, instance: &str, lines: usize) -> String {
-        let Some(pod) = self.instances.get(instance).map(|i| i.pod.clone()) else { return String::new() };
-        let lp = LogParams { container: Some(self.container.clone()), tail_lines: Some(lines as i64), ..Default::default() };
-        self.pods.logs(&pod, &lp).await.unwrap_or_else(|e| format!("(the log of pod {pod} could not be read: {e})"))
+        let Some(pod) = self.instances.get(instance).map(|i| i.pod.clone()) else {
+            return String::new();
+        };
+        let lp = LogParams {
+            container: Some(self.container.clone()),
+            tail_lines: Some(lines as i64),
+            ..Default::default()
+        };
+        self.pods
+            .logs(&pod, &lp)
+            .await
+            .unwrap_or_else(|e| format!("(the log of pod {pod} could not be read: {e})"))
     }
 
     async fn peak_rss_kib(&mut self) -> PeakRss {
@@ -444,8 +689,16 @@ impl Platform for KubePlatform {
             self.workload_stats(name).await;
         }
         self.note_broker_peak().await;
-        let workload = self.instances.values().map(|i| i.peak_rss_kib).filter(|k| *k > 0).max();
-        PeakRss { workload, broker: self.broker_peak_rss_kib }
+        let workload = self
+            .instances
+            .values()
+            .map(|i| i.peak_rss_kib)
+            .filter(|k| *k > 0)
+            .max();
+        PeakRss {
+            workload,
+            broker: self.broker_peak_rss_kib,
+        }
     }
 
     async fn broker_fault(&mut self, fault: BrokerFault) -> Result<(), PlatformError> {
@@ -457,26 +710,47 @@ impl Platform for KubePlatform {
             BrokerFault::Stop | BrokerFault::Kill => {
                 self.note_broker_peak().await;
                 self.broker_restarts_at_fault = self.broker_restarts().await?;
-                self.signal(&pod, "broker", if fault == BrokerFault::Stop { "TERM" } else { "KILL" }).await.map_err(berr)
+                self.signal(
+                    &pod,
+                    "broker",
+                    if fault == BrokerFault::Stop {
+                        "TERM"
+                    } else {
+                        "KILL"
+                    },
+                )
+                .await
+                .map_err(berr)
             }
             BrokerFault::Restart => {
                 // The kubelet restarts the container on its own; wait until
                 // it runs again, then until it serves.
                 let start = Instant::now();
                 loop {
-                    let p = self.pods.get(&pod).await.map_err(|e| berr(format!("reading pod {pod}: {e}")))?;
+                    let p = self
+                        .pods
+                        .get(&pod)
+                        .await
+                        .map_err(|e| berr(format!("reading pod {pod}: {e}")))?;
                     let c = container_status(&p, "broker");
                     let running = c.and_then(|c| c.state.as_ref()?.running.as_ref()).is_some();
-                    if running && c.is_some_and(|c| c.restart_count > self.broker_restarts_at_fault) {
+                    if running && c.is_some_and(|c| c.restart_count > self.broker_restarts_at_fault)
+                    {
                         break;
                     }
                     if start.elapsed() > CONTAINER_START {
-                        return Err(berr(format!("the broker container of {pod} did not run again within {}s", CONTAINER_START.as_secs())));
+                        return Err(berr(format!(
+                            "the broker container of {pod} did not run again within {}s",
+                            CONTAINER_START.as_secs()
+                        )));
                     }
                     tokio::time::sleep(POLL).await;
                 }
-                let clients = Clients::new("ready-probe", self.env.namesrv_addr.clone()).map_err(|e| berr(e.to_string()))?;
-                let r = dojo_testenv::rocketmq::probe_send_receive(&clients, Duration::from_secs(60)).await;
+                let clients = Clients::new("ready-probe", self.env.namesrv_addr.clone())
+                    .map_err(|e| berr(e.to_string()))?;
+                let r =
+                    dojo_testenv::rocketmq::probe_send_receive(&clients, Duration::from_secs(60))
+                        .await;
                 clients.shutdown().await;
                 r.map_err(|e| berr(format!("the restarted broker does not serve: {e}")))
             }

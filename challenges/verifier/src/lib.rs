@@ -14,12 +14,15 @@ pub mod progress;
 pub mod run;
 pub mod workload;
 
-pub use platform::Platform;
 pub use dojo_report as report;
+pub use platform::Platform;
 pub use report::{Check, Figure, Report, Verdict};
 
 /// Unix milliseconds: what the world's `wall_ms` and the broker's timestamps count.
 pub fn now_ms() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

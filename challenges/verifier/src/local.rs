@@ -40,8 +40,23 @@ pub struct LocalPlatform {
 }
 
 impl LocalPlatform {
-    pub fn new(mq: RocketMq, binary: PathBuf, level: u8, world_url: String, log_dir: PathBuf, serves_http: bool) -> LocalPlatform {
-        LocalPlatform { mq, binary, level, world_url, log_dir, serves_http, instances: BTreeMap::new() }
+    pub fn new(
+        mq: RocketMq,
+        binary: PathBuf,
+        level: u8,
+        world_url: String,
+        log_dir: PathBuf,
+        serves_http: bool,
+    ) -> LocalPlatform {
+        LocalPlatform {
+            mq,
+            binary,
+            level,
+            world_url,
+            log_dir,
+            serves_http,
+            instances: BTreeMap::new(),
+        }
     }
 
     pub fn rocketmq(&mut self) -> &mut RocketMq {
@@ -49,12 +64,20 @@ impl LocalPlatform {
     }
 
     fn instance(&mut self, name: &str) -> Result<&mut Instance, PlatformError> {
-        self.instances.get_mut(name).ok_or_else(|| PlatformError::Workload { instance: name.into(), detail: "was never started".into() })
+        self.instances
+            .get_mut(name)
+            .ok_or_else(|| PlatformError::Workload {
+                instance: name.into(),
+                detail: "was never started".into(),
+            })
     }
 }
 
 fn werr(instance: &str, e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Workload { instance: instance.to_string(), detail: e.to_string() }
+    PlatformError::Workload {
+        instance: instance.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 impl Platform for LocalPlatform {
@@ -70,7 +93,14 @@ impl Platform for LocalPlatform {
             i.note_peak();
             return i.proc_.restart().map_err(|e| werr(instance, e));
         }
-        let listen = if self.serves_http { Some(format!("127.0.0.1:{}", ports::free_port().map_err(|e| werr(instance, e))?)) } else { None };
+        let listen = if self.serves_http {
+            Some(format!(
+                "127.0.0.1:{}",
+                ports::free_port().map_err(|e| werr(instance, e))?
+            ))
+        } else {
+            None
+        };
         let mut spec = Spec::new(&self.binary)
             .env("NAMESRV_ADDR", self.mq.namesrv_addr())
             .env("WORLD_URL", &self.world_url)
@@ -81,8 +111,16 @@ impl Platform for LocalPlatform {
         if let Some(addr) = &listen {
             spec = spec.env("DOJO_LISTEN_ADDR", addr);
         }
-        let proc_ = Process::spawn(instance, spec, self.log_dir.join(format!("{instance}.log"))).map_err(|e| werr(instance, e))?;
-        self.instances.insert(instance.to_string(), Instance { proc_, listen, peak_rss_kib: 0 });
+        let proc_ = Process::spawn(instance, spec, self.log_dir.join(format!("{instance}.log")))
+            .map_err(|e| werr(instance, e))?;
+        self.instances.insert(
+            instance.to_string(),
+            Instance {
+                proc_,
+                listen,
+                peak_rss_kib: 0,
+            },
+        );
         Ok(())
     }
 
@@ -90,12 +128,21 @@ impl Platform for LocalPlatform {
         self.instances.get(instance)?.listen.clone()
     }
 
-    async fn stop_workload(&mut self, instance: &str, grace: Duration) -> Result<StopOutcome, PlatformError> {
+    async fn stop_workload(
+        &mut self,
+        instance: &str,
+        grace: Duration,
+    ) -> Result<StopOutcome, PlatformError> {
         let i = self.instance(instance)?;
         i.note_peak();
         let start = Instant::now();
         let stopped = i.proc_.stop(grace).await.map_err(|e| werr(instance, e))?;
-        Ok(StopOutcome { exited_in_time: stopped.exited_in_time, status: stopped.status, success: stopped.success, took: start.elapsed() })
+        Ok(StopOutcome {
+            exited_in_time: stopped.exited_in_time,
+            status: stopped.status,
+            success: stopped.success,
+            took: start.elapsed(),
+        })
     }
 
     async fn kill_workload(&mut self, instance: &str) -> Result<(), PlatformError> {
@@ -105,11 +152,17 @@ impl Platform for LocalPlatform {
     }
 
     async fn pause_workload(&mut self, instance: &str) -> Result<(), PlatformError> {
-        self.instance(instance)?.proc_.pause().map_err(|e| werr(instance, e))
+        self.instance(instance)?
+            .proc_
+            .pause()
+            .map_err(|e| werr(instance, e))
     }
 
     async fn resume_workload(&mut self, instance: &str) -> Result<(), PlatformError> {
-        self.instance(instance)?.proc_.resume().map_err(|e| werr(instance, e))
+        self.instance(instance)?
+            .proc_
+            .resume()
+            .map_err(|e| werr(instance, e))
     }
 
     async fn workload_exit(&mut self, instance: &str) -> Option<String> {
@@ -118,19 +171,32 @@ impl Platform for LocalPlatform {
 
     async fn workload_stats(&mut self, instance: &str) -> Option<WorkloadStats> {
         let p = &self.instances.get(instance)?.proc_;
-        Some(WorkloadStats { threads: p.threads()?, rss_kib: p.rss_kib()? })
+        Some(WorkloadStats {
+            threads: p.threads()?,
+            rss_kib: p.rss_kib()?,
+        })
     }
 
     async fn workload_log_tail(&mut self, instance: &str, lines: usize) -> String {
-        self.instances.get(instance).map(|i| i.proc_.log_tail(lines)).unwrap_or_default()
+        self.instances
+            .get(instance)
+            .map(|i| i.proc_.log_tail(lines))
+            .unwrap_or_default()
     }
 
     async fn peak_rss_kib(&mut self) -> PeakRss {
-        let workload = self.instances.values_mut().map(|i| {
-            i.note_peak();
-            i.peak_rss_kib
-        }).max();
-        PeakRss { workload, broker: self.mq.broker().peak_rss_kib() }
+        let workload = self
+            .instances
+            .values_mut()
+            .map(|i| {
+                i.note_peak();
+                i.peak_rss_kib
+            })
+            .max();
+        PeakRss {
+            workload,
+            broker: self.mq.broker().peak_rss_kib(),
+        }
     }
 
     async fn broker_fault(&mut self, fault: BrokerFault) -> Result<(), PlatformError> {
@@ -144,7 +210,10 @@ impl Platform for LocalPlatform {
         };
         r.map_err(|e| PlatformError::Broker(e.to_string()))?;
         if fault == BrokerFault::Restart {
-            self.mq.wait_serving(Duration::from_secs(60)).await.map_err(|e| PlatformError::Broker(e.to_string()))?;
+            self.mq
+                .wait_serving(Duration::from_secs(60))
+                .await
+                .map_err(|e| PlatformError::Broker(e.to_string()))?;
         }
         Ok(())
     }

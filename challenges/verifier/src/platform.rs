@@ -36,7 +36,7 @@ pub struct WorkloadStats {
 }
 
 /// Peak resident memory, in KiB: the report's figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeakRss {
     pub workload: Option<u64>,
     pub broker: Option<u64>,
@@ -70,7 +70,11 @@ pub trait Platform {
     fn workload_addr(&self, instance: &str) -> Option<String>;
 
     /// SIGTERM, then SIGKILL after `grace`.
-    async fn stop_workload(&mut self, instance: &str, grace: Duration) -> Result<StopOutcome, PlatformError>;
+    async fn stop_workload(
+        &mut self,
+        instance: &str,
+        grace: Duration,
+    ) -> Result<StopOutcome, PlatformError>;
 
     /// SIGKILL: a crash.
     async fn kill_workload(&mut self, instance: &str) -> Result<(), PlatformError>;

@@ -17,7 +17,9 @@ pub struct Console {
 
 impl Console {
     pub fn new() -> Console {
-        Console { start: Instant::now() }
+        Console {
+            start: Instant::now(),
+        }
     }
 }
 
@@ -33,7 +35,13 @@ impl Progress for Console {
     }
 
     fn check(&mut self, c: &Check) {
-        eprintln!("[{:>6.1}s]   {:<5} {} — {}", self.start.elapsed().as_secs_f64(), c.verdict.as_str().to_uppercase(), c.id, c.summary);
+        eprintln!(
+            "[{:>6.1}s]   {:<5} {} — {}",
+            self.start.elapsed().as_secs_f64(),
+            c.verdict.as_str().to_uppercase(),
+            c.id,
+            c.summary
+        );
     }
 }
 

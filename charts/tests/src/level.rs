@@ -21,32 +21,46 @@ pub const VERDICT: Duration = Duration::from_secs(600);
 
 /// `level-03-starter`: the image name a level's `challenge.yaml` uses for a variant.
 pub fn image_name(level: &LevelInfo, variant: &Variant) -> String {
-    let v = match variant {
-        Variant::Starter => "starter".to_string(),
-        Variant::Fix => "fix".to_string(),
-        Variant::NearMiss(n) => n.clone(),
-    };
-    format!("level-{:02}-{v}", level.number)
+    format!("level-{:02}-{}", level.number, variant.name())
 }
 
 /// Builds `variant` of `level` in release, as `dojo play` does, in `tmp`; the binary.
 pub fn workload_binary(level: &LevelInfo, variant: &Variant, tmp: &Path) -> Result<PathBuf> {
     let name = image_name(level, variant);
     let dir = tmp.join(&name);
-    let failed = |e: workload::BuildError| Error::BinaryBuild { bin: name.clone(), detail: e.to_string() };
+    let failed = |e: workload::BuildError| Error::BinaryBuild {
+        bin: name.clone(),
+        detail: e.to_string(),
+    };
     workload::prepare(&level.dir(), variant, &dir).map_err(failed)?;
-    Ok(workload::build(&dir, &tmp.join(format!("{name}-out"))).map_err(failed)?.binary)
+    Ok(workload::build(&dir, &tmp.join(format!("{name}-out")))
+        .map_err(failed)?
+        .binary)
 }
 
 /// The operator and verifier images plus RocketMQ's and `variants`' of each
 /// level, built (cached when unchanged) and imported into the real node.
-pub async fn load_images(cp: &ControlPlane, levels: &[(&LevelInfo, Vec<Variant>)], tmp: &Path) -> Result<Vec<Built>> {
+pub async fn load_images(
+    cp: &ControlPlane,
+    levels: &[(&LevelInfo, Vec<Variant>)],
+    tmp: &Path,
+) -> Result<Vec<Built>> {
     let node = cp.real_node().expect("the plane has a real node");
-    let mut names = vec!["rocketmq".to_string(), format!("operator={}", operator_binary(tmp)?.display()), format!("verifier={}", workspace_binary("dojo-verifier", "dojo-verifier", tmp)?.display())];
+    let mut names = vec![
+        "rocketmq".to_string(),
+        format!("operator={}", operator_binary(tmp)?.display()),
+        format!(
+            "verifier={}",
+            workspace_binary("dojo-verifier", "dojo-verifier", tmp)?.display()
+        ),
+    ];
     for (level, variants) in levels {
         for v in variants {
             let (level, variant, dir) = (**level, v.clone(), tmp.to_path_buf());
-            let binary = tokio::task::spawn_blocking(move || workload_binary(&level, &variant, &dir)).await.expect("build thread")?;
+            let binary =
+                tokio::task::spawn_blocking(move || workload_binary(&level, &variant, &dir))
+                    .await
+                    .expect("build thread")?;
             names.push(format!("{}={}", image_name(&level, v), binary.display()));
         }
     }
@@ -55,7 +69,11 @@ pub async fn load_images(cp: &ControlPlane, levels: &[(&LevelInfo, Vec<Variant>)
 
 /// The reference of image `name` among `built`.
 pub fn reference(built: &[Built], name: &str) -> String {
-    built.iter().find(|b| b.name == name).map(|b| b.reference.clone()).unwrap_or_else(|| panic!("no {name} image among {built:?}"))
+    built
+        .iter()
+        .find(|b| b.name == name)
+        .map(|b| b.reference.clone())
+        .unwrap_or_else(|| panic!("no {name} image among {built:?}"))
 }
 
 /// `helm install` of the chart with the built operator image, in a new namespace.
@@ -74,11 +92,22 @@ pub struct Learner {
 }
 
 impl Learner {
-    pub fn new(cp: &ControlPlane, namespace: &str, level: &LevelInfo, built: &[Built]) -> Result<Learner> {
+    pub fn new(
+        cp: &ControlPlane,
+        namespace: &str,
+        level: &LevelInfo,
+        built: &[Built],
+    ) -> Result<Learner> {
         let yaml = read(&level.dir().join("challenge.yaml"))?;
-        let mut challenge: Challenge = serde_yaml::from_str(&yaml).map_err(|e| Error::Yaml { path: level.dir().join("challenge.yaml"), detail: e.to_string() })?;
+        let mut challenge: Challenge = serde_yaml::from_str(&yaml).map_err(|e| Error::Yaml {
+            path: level.dir().join("challenge.yaml"),
+            detail: e.to_string(),
+        })?;
         challenge.spec.rocketmq.image = reference(built, "rocketmq");
-        Ok(Learner { api: Api::namespaced(cp.client(), namespace), challenge })
+        Ok(Learner {
+            api: Api::namespaced(cp.client(), namespace),
+            challenge,
+        })
     }
 
     pub fn name(&self) -> String {
@@ -91,7 +120,10 @@ impl Learner {
             self.challenge.spec.workload.image = image;
         }
         let ssa = PatchParams::apply("learner").force();
-        self.api.patch(&self.name(), &ssa, &Patch::Apply(&self.challenge)).await.map_err(|e| Error::Kube(e.to_string()))?;
+        self.api
+            .patch(&self.name(), &ssa, &Patch::Apply(&self.challenge))
+            .await
+            .map_err(|e| Error::Kube(e.to_string()))?;
         Ok(())
     }
 
@@ -100,11 +132,19 @@ impl Learner {
     pub async fn verdict(&self, attempt: u32) -> (Challenge, Duration) {
         let start = Instant::now();
         let name = self.name();
-        let ch = dojo_testenv::eventually(&format!("attempt {attempt} of {name} ends"), VERDICT, || async {
-            let ch = self.api.get(&name).await.map_err(|e| e.to_string())?;
-            let st = ch.status.clone().unwrap_or_default();
-            if st.attempts == attempt && st.phase.is_final() { Ok(Some(ch)) } else { Err(format!("attempt {}: {}", st.attempts, st.phase)) }
-        })
+        let ch = dojo_testenv::eventually(
+            &format!("attempt {attempt} of {name} ends"),
+            VERDICT,
+            || async {
+                let ch = self.api.get(&name).await.map_err(|e| e.to_string())?;
+                let st = ch.status.clone().unwrap_or_default();
+                if st.attempts == attempt && st.phase.is_final() {
+                    Ok(Some(ch))
+                } else {
+                    Err(format!("attempt {}: {}", st.attempts, st.phase))
+                }
+            },
+        )
         .await;
         (ch, start.elapsed())
     }
@@ -113,7 +153,34 @@ impl Learner {
 /// The status as a learner reads it in `kubectl describe chal`: phase, each check with the start of its evidence.
 pub fn table(ch: &Challenge) -> String {
     let st = ch.status.clone().unwrap_or_default();
-    let rows: Vec<String> = st.checks.iter().map(|c| format!("  {:<6} {:<24} {} {}", c.verdict, c.id, c.summary, c.evidence.iter().take(2).cloned().collect::<Vec<_>>().join(" | "))).collect();
-    let complete = st.conditions.iter().find(|c| c.type_ == "Complete").map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
-    format!("phase {}, checks {} ({complete})\n{}", st.phase, st.checks_summary.unwrap_or_default(), rows.join("\n"))
+    let rows: Vec<String> = st
+        .checks
+        .iter()
+        .map(|c| {
+            format!(
+                "  {:<6} {:<24} {} {}",
+                c.verdict,
+                c.id,
+                c.summary,
+                c.evidence
+                    .iter()
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )
+        })
+        .collect();
+    let complete = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default();
+    format!(
+        "phase {}, checks {} ({complete})\n{}",
+        st.phase,
+        st.checks_summary.unwrap_or_default(),
+        rows.join("\n")
+    )
 }

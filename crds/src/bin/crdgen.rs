@@ -4,7 +4,8 @@
 fn main() {
     let yaml = dojo_crds::crd_yaml();
     if std::env::args().any(|a| a == "--write") {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dojo_crds::schema::CRD_FILE);
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dojo_crds::schema::CRD_FILE);
         if let Err(e) = std::fs::write(&path, yaml) {
             eprintln!("crdgen: writing {}: {e}", path.display());
             std::process::exit(1);

@@ -34,9 +34,18 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut level, mut platform, mut workload, mut json) = (None, "local".to_string(), None, None);
     let mut termination_log = PathBuf::from("/dev/termination-log");
     while let Some(flag) = argv.next() {
-        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value; {USAGE}"));
+        let mut value = || {
+            argv.next()
+                .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))
+        };
         match flag.as_str() {
-            "--level" => level = Some(value()?.parse::<u32>().map_err(|e| format!("--level: {e}; {USAGE}"))?),
+            "--level" => {
+                level = Some(
+                    value()?
+                        .parse::<u32>()
+                        .map_err(|e| format!("--level: {e}; {USAGE}"))?,
+                )
+            }
             "--platform" => platform = value()?,
             "--workload" => workload = Some(PathBuf::from(value()?)),
             "--json" => json = Some(PathBuf::from(value()?)),
@@ -44,8 +53,16 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}; {USAGE}")),
         }
     }
-    let level = level.or_else(|| std::env::var("DOJO_LEVEL").ok()?.parse().ok()).ok_or_else(|| format!("which level? {USAGE}"))?;
-    Ok(Args { level, platform, workload, json, termination_log })
+    let level = level
+        .or_else(|| std::env::var("DOJO_LEVEL").ok()?.parse().ok())
+        .ok_or_else(|| format!("which level? {USAGE}"))?;
+    Ok(Args {
+        level,
+        platform,
+        workload,
+        json,
+        termination_log,
+    })
 }
 
 #[tokio::main]
@@ -67,7 +84,14 @@ async fn main() -> ExitCode {
     let report = match args.platform.as_str() {
         "local" => {
             let dir = args.workload.unwrap_or_else(|| info.dir().join("starter"));
-            match run::play(info, &dir, &run::state_dir().join("runs"), &mut Console::new()).await {
+            match run::play(
+                info,
+                &dir,
+                &run::state_dir().join("runs"),
+                &mut Console::new(),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("level {} could not run: {e}", info.number);
@@ -80,12 +104,32 @@ async fn main() -> ExitCode {
                 Ok(r) => r,
                 // Could not run at all: still a report, so the Challenge's status says why.
                 Err(e) => {
-                    let checks = vec![Check::error("platform", "the verifier runs the level on the Challenge's pods", e.to_string())];
-                    Report { level: info.number, slug: info.slug.into(), verdict: Report::overall(&checks), checks, figures: vec![], series: vec![], started_at_ms: dojo_verifier::now_ms(), duration_ms: 0, artefacts: None }
+                    let checks = vec![Check::error(
+                        "platform",
+                        "the verifier runs the level on the Challenge's pods",
+                        e.to_string(),
+                    )];
+                    Report {
+                        level: info.number,
+                        slug: info.slug.into(),
+                        verdict: Report::overall(&checks),
+                        checks,
+                        figures: vec![],
+                        series: vec![],
+                        started_at_ms: dojo_verifier::now_ms(),
+                        duration_ms: 0,
+                        artefacts: None,
+                    }
                 }
             };
-            if let Err(e) = std::fs::write(&args.termination_log, report.to_bounded_json(TERMINATION_MESSAGE_LIMIT)) {
-                eprintln!("writing the report to {}: {e}", args.termination_log.display());
+            if let Err(e) = std::fs::write(
+                &args.termination_log,
+                report.to_bounded_json(TERMINATION_MESSAGE_LIMIT),
+            ) {
+                eprintln!(
+                    "writing the report to {}: {e}",
+                    args.termination_log.display()
+                );
             }
             report
         }
@@ -119,13 +163,24 @@ mod tests {
     #[test]
     fn the_jobs_command_line_parses() {
         let a = args("--level 6 --platform kube").unwrap();
-        assert_eq!((a.level, a.platform.as_str(), a.termination_log), (6, "kube", PathBuf::from("/dev/termination-log")));
+        assert_eq!(
+            (a.level, a.platform.as_str(), a.termination_log),
+            (6, "kube", PathBuf::from("/dev/termination-log"))
+        );
     }
 
     #[test]
     fn bad_arguments_say_what_is_expected() {
-        assert!(args("--level").unwrap_err().contains("--level needs a value"));
+        assert!(
+            args("--level")
+                .unwrap_err()
+                .contains("--level needs a value")
+        );
         assert!(args("--level x").unwrap_err().contains("usage"));
-        assert!(args("--levle 3").unwrap_err().contains("unknown argument --levle"));
+        assert!(
+            args("--levle 3")
+                .unwrap_err()
+                .contains("unknown argument --levle")
+        );
     }
 }

@@ -3,14 +3,16 @@
 //! producer connections and the process's threads and memory, stops it with
 //! SIGTERM, and reads the topic.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::Ctx;
-use super::notifier::{self, notify};
+use super::notifier::{self, Shutdown, in_runs, notify};
+use super::{Ctx, Judgement, Level, LevelInfo};
 use crate::broker;
 use crate::platform::{Platform, WorkloadStats};
 use crate::report::Check;
@@ -19,7 +21,11 @@ pub const TOPIC: &str = "order-notify";
 pub const GROUP: &str = "order-notifier";
 const INSTANCE: &str = "notifier-0";
 /// The load runs for a fixed time, so a slow service simply serves fewer.
-const LOAD: Duration = Duration::from_secs(8);
+/// A producer per request shows within the first sample (250 ms), and 5 s
+/// is 20 samples and thousands of requests from a reused producer: enough
+/// for the throughput ratio (8x apart, below) to stand clear of noise.
+const LOAD: Duration = Duration::from_secs(5);
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const CONCURRENCY: usize = 8;
 /// A producer per instance, plus one the client may open while reconnecting.
 const MAX_PRODUCERS: usize = 2;
@@ -34,161 +40,385 @@ const MIN_THROUGHPUT_SHARE: f64 = 0.08;
 const CAPACITY_PROBE: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-struct Outcome {
-    order_id: String,
-    status: Option<u16>,
-    latency: Duration,
+pub struct ProducerLifecycle;
+
+impl Level for ProducerLifecycle {
+    const INFO: LevelInfo = LevelInfo::playable(
+        1,
+        "Resource management",
+        1,
+        "producer lifecycle, connection reuse",
+    )
+    .serving_http()
+    .judging_speed()
+    .expecting(&[
+        (
+            "starter",
+            &[
+                "producer-connections-bounded",
+                "producer-reused",
+                "clean-shutdown",
+            ],
+        ),
+        ("fix", &[]),
+        ("per-request-producer", &["producer-reused"]),
+    ]);
+    type Observed = Observed;
+
+    async fn observe<P: Platform>(ctx: &mut Ctx<'_, P>) -> Result<Observed, Check> {
+        observe(ctx).await
+    }
+
+    fn judge(o: &Observed) -> Judgement {
+        judge(o)
+    }
+}
+
+/// What a run of level 1 observed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Observed {
+    /// Requests/s the same callers got from `GET /healthz` just before the load.
+    capacity: f64,
+    load_ms: u64,
+    /// Request `order-{i:05}` at index `i`: its HTTP status (none: no
+    /// answer) and its latency in µs.
+    requests: Vec<(Option<u16>, u64)>,
+    /// Every producer of the group the broker listed, once each.
+    producers: Vec<String>,
+    /// The broker's producers of the group, ms into the load: indexes into
+    /// `producers`, or why the read failed.
+    samples: Vec<(u64, Result<Vec<u32>, String>)>,
+    /// Threads and memory before the load, and the highest seen during it.
+    baseline: Option<Stats>,
+    peak: Option<Stats>,
+    /// Order numbers whose message is on the topic, as `[first, last]` runs.
+    on_topic: Result<Vec<[u32; 2]>, String>,
+    stop: Shutdown,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Stats {
+    threads: u64,
+    rss_kib: u64,
+}
+
+impl From<WorkloadStats> for Stats {
+    fn from(s: WorkloadStats) -> Stats {
+        Stats {
+            threads: s.threads,
+            rss_kib: s.rss_kib,
+        }
+    }
 }
 
 /// The higher threads and memory of the two.
-fn higher(peak: Option<WorkloadStats>, now: Option<WorkloadStats>) -> Option<WorkloadStats> {
+fn higher(peak: Option<Stats>, now: Option<Stats>) -> Option<Stats> {
     match (peak, now) {
-        (Some(p), Some(s)) => Some(WorkloadStats { threads: p.threads.max(s.threads), rss_kib: p.rss_kib.max(s.rss_kib) }),
+        (Some(p), Some(s)) => Some(Stats {
+            threads: p.threads.max(s.threads),
+            rss_kib: p.rss_kib.max(s.rss_kib),
+        }),
         (p, s) => p.or(s),
     }
 }
 
-pub async fn run<P: Platform>(ctx: &mut Ctx<'_, P>) {
-    let Some((http, addr)) = notifier::start(ctx, INSTANCE, Duration::from_secs(10)).await else { return };
-    let baseline = ctx.platform.workload_stats(INSTANCE).await;
-    ctx.phase(&format!("yardstick: {}s of GET /healthz, {CONCURRENCY} at a time", CAPACITY_PROBE.as_secs()));
-    let capacity = notifier::healthz_rate(&http, &addr, CONCURRENCY, CAPACITY_PROBE).await;
-    let min_throughput = capacity * MIN_THROUGHPUT_SHARE;
-    ctx.figure("GET /healthz rate (yardstick)", capacity, "requests/s");
+fn order_id(i: usize) -> String {
+    format!("order-{i:05}")
+}
 
-    ctx.phase(&format!("load: {}s of requests, {CONCURRENCY} at a time, sampling the broker's producers", LOAD.as_secs()));
+async fn observe<P: Platform>(ctx: &mut Ctx<'_, P>) -> Result<Observed, Check> {
+    let (http, addr) = notifier::start(ctx, INSTANCE, Duration::from_secs(10)).await?;
+    let baseline = ctx.platform.workload_stats(INSTANCE).await.map(Stats::from);
+    ctx.phase(&format!(
+        "yardstick: {}s of GET /healthz, {CONCURRENCY} at a time",
+        CAPACITY_PROBE.as_secs()
+    ));
+    let capacity = notifier::healthz_rate(&http, &addr, CONCURRENCY, CAPACITY_PROBE).await;
+
+    ctx.phase(&format!(
+        "load: {}s of requests, {CONCURRENCY} at a time, sampling the broker's producers",
+        LOAD.as_secs()
+    ));
     let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     // A task of its own: the samples below may take a while (in a cluster
     // each one is an exec), and the load must not wait for them.
     let load = tokio::spawn(futures::future::join_all((0..CONCURRENCY).map(|_| {
-        let (http, addr, outcomes, next) = (http.clone(), addr.clone(), Arc::clone(&outcomes), Arc::clone(&next));
+        let (http, addr, outcomes, next) = (
+            http.clone(),
+            addr.clone(),
+            Arc::clone(&outcomes),
+            Arc::clone(&next),
+        );
         async move {
             while started.elapsed() < LOAD {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let order_id = format!("order-{i:05}");
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
-                let status = notify(&http, &addr, &order_id).await;
-                outcomes.lock().await.push(Outcome { order_id, status, latency: t.elapsed() });
+                let status = notify(&http, &addr, &order_id(i)).await;
+                outcomes
+                    .lock()
+                    .await
+                    .push((i, status, t.elapsed().as_micros() as u64));
             }
         }
     })));
     let mut load = std::pin::pin!(load);
-    let mut samples: Vec<(f64, Result<Vec<String>, String>)> = Vec::new();
-    let mut peak_stats = baseline;
+    let mut producers: Vec<String> = Vec::new();
+    let mut index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut sample = async |t: Duration| {
+        let conns = broker::producer_connections(ctx.clients, GROUP, TOPIC)
+            .await
+            .map(|ids| {
+                ids.into_iter()
+                    .map(|id| {
+                        *index.entry(id.clone()).or_insert_with(|| {
+                            producers.push(id);
+                            producers.len() as u32 - 1
+                        })
+                    })
+                    .collect()
+            });
+        samples.push((t.as_millis() as u64, conns));
+    };
+    let mut peak = baseline;
     let mut stats_at = Instant::now();
     loop {
         tokio::select! {
             _ = &mut load => break,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                let conns = broker::producer_connections(ctx.clients, GROUP, TOPIC).await;
-                samples.push((started.elapsed().as_secs_f64(), conns));
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {
+                sample(started.elapsed()).await;
                 // Threads and memory once a second: in a cluster each look
                 // is an exec, whose CPU the load would miss.
                 if stats_at.elapsed() >= Duration::from_secs(1) {
                     stats_at = Instant::now();
-                    peak_stats = higher(peak_stats, ctx.platform.workload_stats(INSTANCE).await);
+                    peak = higher(peak, ctx.platform.workload_stats(INSTANCE).await.map(Stats::from));
                 }
             }
         }
     }
     let elapsed = started.elapsed();
-    // One more look once the load is over: connections that were never closed are still there.
-    samples.push((elapsed.as_secs_f64(), broker::producer_connections(ctx.clients, GROUP, TOPIC).await));
-    peak_stats = higher(peak_stats, ctx.platform.workload_stats(INSTANCE).await);
-    let outcomes = std::mem::take(&mut *outcomes.lock().await);
+    // One more look once the load is over: producers never shut down are still there.
+    sample(elapsed).await;
+    peak = higher(
+        peak,
+        ctx.platform.workload_stats(INSTANCE).await.map(Stats::from),
+    );
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().await);
+    outcomes.sort_by_key(|o| o.0);
+    let requests = outcomes
+        .into_iter()
+        .map(|(_, status, us)| (status, us))
+        .collect();
 
-    let accepted: BTreeSet<String> = outcomes.iter().filter(|o| o.status == Some(200)).map(|o| o.order_id.clone()).collect();
-    let requests = outcomes.len();
-    let throughput = requests as f64 / elapsed.as_secs_f64();
-    let mut latencies: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
-    latencies.sort();
-    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or_default();
-    ctx.figure("requests", requests as f64, "");
-    ctx.figure("accepted (200)", accepted.len() as f64, "");
-    ctx.figure("throughput", throughput, "requests/s");
-    ctx.figure("p99 latency", p99.as_secs_f64() * 1000.0, "ms");
-
-    ctx.phase(&format!("SIGTERM to {INSTANCE}, {}s to exit", SHUTDOWN_GRACE.as_secs()));
-    let stop = ctx.platform.stop_workload(INSTANCE, SHUTDOWN_GRACE).await;
+    let stop = notifier::stop(ctx, INSTANCE, SHUTDOWN_GRACE).await;
 
     ctx.phase(&format!("reading topic {TOPIC} from the broker"));
-    let on_topic = broker::keys_on_topic(ctx.clients, TOPIC).await;
+    let on_topic = broker::keys_on_topic(ctx.clients, TOPIC).await.map(|keys| {
+        notifier::runs(
+            keys.keys()
+                .filter_map(|k| k.strip_prefix("order-")?.parse().ok()),
+        )
+    });
+    Ok(Observed {
+        capacity,
+        load_ms: elapsed.as_millis() as u64,
+        requests,
+        producers,
+        samples,
+        baseline,
+        peak,
+        on_topic,
+        stop,
+    })
+}
+
+fn judge(o: &Observed) -> Judgement {
+    let mut j = Judgement::default();
+    let min_throughput = o.capacity * MIN_THROUGHPUT_SHARE;
+    j.figure("GET /healthz rate (yardstick)", o.capacity, "requests/s");
+
+    let requests = o.requests.len();
+    let accepted = o.requests.iter().filter(|r| r.0 == Some(200)).count();
+    let throughput = requests as f64 / (o.load_ms.max(1) as f64 / 1000.0);
+    let mut latencies: Vec<u64> = o.requests.iter().map(|r| r.1).collect();
+    latencies.sort_unstable();
+    let p99 = latencies
+        .get(latencies.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    let ms = |us: u64| us as f64 / 1000.0;
+    j.figure("requests", requests as f64, "");
+    j.figure("accepted (200)", accepted as f64, "");
+    j.figure("throughput", throughput, "requests/s");
+    j.figure("p99 latency", ms(p99), "ms");
 
     // Checks, judged in order of what a learner should look at first.
-    let refused: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != Some(200)).collect();
     let min_accepted = requests * 99 / 100;
-    ctx.judge(if accepted.len() >= min_accepted {
-        Check::pass("requests-accepted", "the service accepts the requests it is sent", format!("{}/{requests} answered 200", accepted.len()))
+    j.check(if accepted >= min_accepted {
+        Check::pass(
+            "requests-accepted",
+            "the service accepts the requests it is sent",
+            format!("{accepted}/{requests} answered 200"),
+        )
     } else {
-        Check::fail("requests-accepted", "the service accepts the requests it is sent", format!("only {}/{requests} answered 200 (need {min_accepted})", accepted.len()))
-            .with_evidence(refused.iter().map(|o| format!("{}: {}", o.order_id, o.status.map_or("no answer".to_string(), |s| format!("HTTP {s}")))))
+        Check::fail(
+            "requests-accepted",
+            "the service accepts the requests it is sent",
+            format!("only {accepted}/{requests} answered 200 (need {min_accepted})"),
+        )
+        .with_evidence(
+            o.requests
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.0 != Some(200))
+                .map(|(i, r)| {
+                    format!(
+                        "{}: {}",
+                        order_id(i),
+                        r.0.map_or("no answer".to_string(), |s| format!("HTTP {s}"))
+                    )
+                }),
+        )
     });
 
-    ctx.judge(match &on_topic {
-        Err(e) => Check::error("accepted-on-topic", "every accepted request's message is on the topic", format!("could not read {TOPIC}: {e}")),
-        Ok(keys) => {
-            let missing: Vec<&String> = accepted.iter().filter(|k| !keys.contains_key(*k)).collect();
+    j.check(match &o.on_topic {
+        Err(e) => Check::error(
+            "accepted-on-topic",
+            "every accepted request's message is on the topic",
+            format!("could not read {TOPIC}: {e}"),
+        ),
+        Ok(found) => {
+            let missing: Vec<usize> = o
+                .requests
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| r.0 == Some(200) && !in_runs(found, *i as u32))
+                .map(|(i, _)| i)
+                .collect();
             if missing.is_empty() {
-                Check::pass("accepted-on-topic", "every accepted request's message is on the topic", format!("all {} accepted order ids found on {TOPIC}", accepted.len()))
+                Check::pass(
+                    "accepted-on-topic",
+                    "every accepted request's message is on the topic",
+                    format!("all {accepted} accepted order ids found on {TOPIC}"),
+                )
             } else {
-                Check::fail("accepted-on-topic", "every accepted request's message is on the topic", format!("{} order ids answered 200 but absent from {TOPIC}", missing.len()))
-                    .with_evidence(missing.iter().map(|k| format!("{k}: answered 200, no message with this key")))
+                Check::fail(
+                    "accepted-on-topic",
+                    "every accepted request's message is on the topic",
+                    format!(
+                        "{} order ids answered 200 but absent from {TOPIC}",
+                        missing.len()
+                    ),
+                )
+                .with_evidence(
+                    missing.iter().map(|i| {
+                        format!("{}: answered 200, no message with this key", order_id(*i))
+                    }),
+                )
             }
         }
     });
 
-    let peak_conns = samples.iter().filter_map(|(_, c)| c.as_ref().ok().map(Vec::len)).max();
-    ctx.figure("peak producer connections", peak_conns.unwrap_or(0) as f64, "");
-    ctx.judge(match peak_conns {
+    let t = |ms: u64| ms as f64 / 1000.0;
+    let peak_conns = o
+        .samples
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().ok().map(Vec::len))
+        .max();
+    j.figure(
+        "peak producer connections",
+        peak_conns.unwrap_or(0) as f64,
+        "",
+    );
+    j.check(match peak_conns {
         None => Check::error("producer-connections-bounded", "the broker holds a bounded number of producer connections", "no sample of the broker's producer connections succeeded")
-            .with_evidence(samples.iter().filter_map(|(t, c)| c.as_ref().err().map(|e| format!("t={t:.1}s: {e}")))),
+            .with_evidence(o.samples.iter().filter_map(|(at, c)| c.as_ref().err().map(|e| format!("t={:.1}s: {e}", t(*at))))),
         Some(peak) if peak <= MAX_PRODUCERS => Check::pass("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("at most {peak} connection(s) for group {GROUP} (limit {MAX_PRODUCERS})")),
         Some(peak) => Check::fail("producer-connections-bounded", "the broker holds a bounded number of producer connections", format!("the broker held up to {peak} producers of group {GROUP} at once (limit {MAX_PRODUCERS}): producers are left open"))
-            .with_evidence(samples.iter().filter_map(|(t, c)| c.as_ref().ok().map(|n| format!("t={t:.1}s: {} producer connections", n.len())))),
+            .with_evidence(o.samples.iter().filter_map(|(at, c)| c.as_ref().ok().map(|n| format!("t={:.1}s: {} producer connections", t(*at), n.len())))),
     });
 
     // Reuse: the same producer all along, not a fresh one per request (one
     // started and shut down per request leaves few alive at any instant).
-    let distinct: BTreeSet<&String> = samples.iter().filter_map(|(_, c)| c.as_ref().ok()).flatten().collect();
-    ctx.figure("distinct producers seen", distinct.len() as f64, "");
-    ctx.judge(match peak_conns {
+    let distinct = o.producers.len();
+    j.figure("distinct producers seen", distinct as f64, "");
+    j.check(match peak_conns {
         None => Check::error("producer-reused", "requests reuse one producer", "no sample of the broker's producers succeeded"),
-        Some(_) if distinct.len() <= MAX_PRODUCERS => Check::pass("producer-reused", "requests reuse one producer", format!("{} distinct producer(s) over {} samples", distinct.len(), samples.len())),
-        Some(_) => Check::fail("producer-reused", "requests reuse one producer", format!("the broker saw {} distinct producers of group {GROUP} over {} samples (limit {MAX_PRODUCERS}): a producer is started per request", distinct.len(), samples.len()))
-            .with_evidence(distinct.iter().map(|p| p.to_string())),
+        Some(_) if distinct <= MAX_PRODUCERS => Check::pass("producer-reused", "requests reuse one producer", format!("{distinct} distinct producer(s) over {} samples", o.samples.len())),
+        Some(_) => Check::fail("producer-reused", "requests reuse one producer", format!("the broker saw {distinct} distinct producers of group {GROUP} over {} samples (limit {MAX_PRODUCERS}): a producer is started per request", o.samples.len()))
+            .with_evidence(o.producers.iter()),
     });
 
-    let resources = match (baseline, peak_stats) {
+    let resources = match (o.baseline, o.peak) {
         (Some(b), Some(p)) => {
             let threads = p.threads.saturating_sub(b.threads);
             let rss = (p.rss_kib.saturating_sub(b.rss_kib)) as f64 / 1024.0;
-            ctx.figure("thread growth", threads as f64, "threads");
-            ctx.figure("RSS growth", rss, "MiB");
-            let summary = format!("threads {} -> {} (+{threads}, limit +{MAX_THREAD_GROWTH}), RSS {:.0} -> {:.0} MiB (+{rss:.0}, limit +{MAX_RSS_GROWTH_MIB:.0})", b.threads, p.threads, b.rss_kib as f64 / 1024.0, p.rss_kib as f64 / 1024.0);
+            j.figure("thread growth", threads as f64, "threads");
+            j.figure("RSS growth", rss, "MiB");
+            let summary = format!(
+                "threads {} -> {} (+{threads}, limit +{MAX_THREAD_GROWTH}), RSS {:.0} -> {:.0} MiB (+{rss:.0}, limit +{MAX_RSS_GROWTH_MIB:.0})",
+                b.threads,
+                p.threads,
+                b.rss_kib as f64 / 1024.0,
+                p.rss_kib as f64 / 1024.0
+            );
             if threads <= MAX_THREAD_GROWTH && rss <= MAX_RSS_GROWTH_MIB {
-                Check::pass("resources-bounded", "threads and memory stay bounded under load", summary)
+                Check::pass(
+                    "resources-bounded",
+                    "threads and memory stay bounded under load",
+                    summary,
+                )
             } else {
-                Check::fail("resources-bounded", "threads and memory stay bounded under load", summary)
+                Check::fail(
+                    "resources-bounded",
+                    "threads and memory stay bounded under load",
+                    summary,
+                )
             }
         }
-        _ => Check::error("resources-bounded", "threads and memory stay bounded under load", "the platform could not read the workload's threads and memory"),
+        _ => Check::error(
+            "resources-bounded",
+            "threads and memory stay bounded under load",
+            "the platform could not read the workload's threads and memory",
+        ),
     };
-    ctx.judge(resources);
+    j.check(resources);
 
-    let floor = format!("{min_throughput:.0} = {:.0} % of the {capacity:.0} requests/s GET /healthz got", MIN_THROUGHPUT_SHARE * 100.0);
-    ctx.judge(if throughput >= min_throughput {
-        Check::pass("throughput", "the service keeps up with the load", format!("{throughput:.0} requests/s (floor {floor}), p99 {:.0} ms", p99.as_secs_f64() * 1000.0))
+    let floor = format!(
+        "{min_throughput:.0} = {:.0} % of the {:.0} requests/s GET /healthz got",
+        MIN_THROUGHPUT_SHARE * 100.0,
+        o.capacity
+    );
+    j.check(if throughput >= min_throughput {
+        Check::pass(
+            "throughput",
+            "the service keeps up with the load",
+            format!(
+                "{throughput:.0} requests/s (floor {floor}), p99 {:.0} ms",
+                ms(p99)
+            ),
+        )
     } else {
-        Check::fail("throughput", "the service keeps up with the load", format!("{throughput:.0} requests/s, below the floor of {floor}; p99 {:.0} ms", p99.as_secs_f64() * 1000.0))
-            .with_evidence(outcomes.iter().filter(|o| o.latency >= p99).take(5).map(|o| format!("{}: {:.0} ms", o.order_id, o.latency.as_secs_f64() * 1000.0)))
+        Check::fail(
+            "throughput",
+            "the service keeps up with the load",
+            format!(
+                "{throughput:.0} requests/s, below the floor of {floor}; p99 {:.0} ms",
+                ms(p99)
+            ),
+        )
+        .with_evidence(
+            o.requests
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.1 >= p99)
+                .take(5)
+                .map(|(i, r)| format!("{}: {:.0} ms", order_id(i), ms(r.1))),
+        )
     });
 
-    ctx.judge(match stop {
-        Err(e) => Check::error("clean-shutdown", "on SIGTERM it shuts down cleanly", e.to_string()),
-        Ok(s) if s.success => Check::pass("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("exited with {} after {:.1}s", s.status, s.took.as_secs_f64())),
-        Ok(s) if s.exited_in_time => Check::fail("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("it died with {} instead of shutting its producer down and exiting 0", s.status)),
-        Ok(s) => Check::fail("clean-shutdown", "on SIGTERM it shuts down cleanly", format!("still running {}s after SIGTERM; killed ({})", SHUTDOWN_GRACE.as_secs(), s.status)),
-    });
+    j.check(notifier::shutdown_check(&o.stop, SHUTDOWN_GRACE));
+    j
 }

@@ -1,43 +1,69 @@
-//! What every level's test needs: prepare a variant, play it, judge the report.
+//! What the level tests share: a level's variants held to what its
+//! registration expects ([`dojo_verifier::levels::LevelInfo::expected`]),
+//! and where the fast lane's fixtures live.
 
 #![allow(dead_code)] // Each test binary uses a part of it.
 
-use std::sync::Mutex;
+use std::path::PathBuf;
 
-use dojo_verifier::levels::{self, LevelInfo};
-use dojo_verifier::progress::Console;
-use dojo_verifier::workload::{self, Variant};
+use dojo_verifier::levels::LevelInfo;
 use dojo_verifier::{Report, Verdict};
 
-static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-pub async fn play(level: u32, variant: Variant) -> Report {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let info: &LevelInfo = levels::find(level).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("workload");
-    workload::prepare(&info.dir(), &variant, &dir).unwrap_or_else(|e| panic!("preparing {variant:?}: {e}"));
-    let report = dojo_verifier::run::play(info, &dir, &tmp.path().join("runs"), &mut Console::new()).await.unwrap_or_else(|e| panic!("level {level} {variant:?} could not run: {e}"));
-    eprintln!("{}", report.render_table());
-    report
+/// `challenges/verifier/fixtures/level-NN/`: observations recorded from real
+/// runs, one file per variant (`starter.json`, `fix.json`, `<near miss>.json`).
+pub fn fixtures_dir(level: &LevelInfo) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(format!("level-{:02}", level.number))
 }
 
-pub fn failed(report: &Report) -> Vec<&str> {
-    report.checks.iter().filter(|c| c.verdict == Verdict::Fail).map(|c| c.id.as_str()).collect()
-}
+/// A fixture stays small enough to commit and to judge in milliseconds.
+pub const FIXTURE_MAX_BYTES: u64 = 512 * 1024;
 
-pub fn assert_fails_with(report: &Report, expected: &[&str]) {
-    assert_eq!(report.verdict, Verdict::Fail, "{}", report.render_table());
-    let failed = failed(report);
-    for id in expected {
-        assert!(failed.contains(id), "check {id} must fail; failed: {failed:?}\n{}", report.render_table());
-        let check = report.checks.iter().find(|c| c.id == *id).unwrap();
-        assert!(!check.summary.is_empty() && (!check.evidence.is_empty() || check.summary.chars().any(|c| c.is_ascii_digit())), "check {id} must carry evidence: {check:?}");
+/// Whether `report` is what `level` expects of variant `name`: FAIL naming
+/// each expected check with evidence (and nothing unjudgeable), or PASS.
+pub fn meets_expectation(level: &LevelInfo, name: &str, report: &Report) -> Result<(), String> {
+    let table = report.render_table();
+    let Some(expected) = level.expected_failures(name) else {
+        return Err(format!(
+            "level {} does not say what variant {name} must get (its `expected`)",
+            level.number
+        ));
+    };
+    if expected.is_empty() {
+        return if report.verdict == Verdict::Pass {
+            Ok(())
+        } else {
+            Err(format!("{name} must PASS\n{table}"))
+        };
     }
-    assert!(!report.checks.iter().any(|c| c.verdict == Verdict::Error), "no check may be unjudgeable: {}", report.render_table());
+    if report.verdict != Verdict::Fail {
+        return Err(format!("{name} must FAIL\n{table}"));
+    }
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .map(|c| c.id.as_str())
+        .collect();
+    for id in expected {
+        let Some(check) = report
+            .checks
+            .iter()
+            .find(|c| c.id == *id && c.verdict == Verdict::Fail)
+        else {
+            return Err(format!(
+                "{name}: check {id} must fail; failed: {failed:?}\n{table}"
+            ));
+        };
+        if check.summary.is_empty()
+            || (check.evidence.is_empty() && !check.summary.chars().any(|c| c.is_ascii_digit()))
+        {
+            return Err(format!("{name}: check {id} must carry evidence: {check:?}"));
+        }
+    }
+    if report.checks.iter().any(|c| c.verdict == Verdict::Error) {
+        return Err(format!("{name}: no check may be unjudgeable\n{table}"));
+    }
+    Ok(())
 }
-
-pub fn assert_passes(report: &Report) {
-    assert_eq!(report.verdict, Verdict::Pass, "{}", report.render_table());
-}
-
