@@ -103,8 +103,8 @@ async fn main() -> ExitCode {
 
 fn list() -> Result<ExitCode, Refusal> {
     println!(
-        "{:>3}  {:<6} {:<28} {:<40} {}",
-        "#", "STARS", "TOPIC", "CORE PROBLEM", "PLAYABLE"
+        "{:>3}  {:<6} {:<28} {:<40} PLAYABLE",
+        "#", "STARS", "TOPIC", "CORE PROBLEM"
     );
     for l in &LEVELS {
         println!(

@@ -5,6 +5,8 @@
 // The resource and its CRD need kube and schemars; the level facts need
 // nothing, which is all `dojo` takes from this crate.
 #[cfg(feature = "crd")]
+// kube's `printcolumn(...)` repeats `type_` per column, which clippy reads as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 pub mod challenge;
 pub mod levels;
 #[cfg(feature = "crd")]

@@ -62,8 +62,7 @@ pub async fn observe<P: Platform>(
     clients: &Clients,
     progress: &mut dyn Progress,
     messages: Option<u32>,
-    started_at_ms: u64,
-    start: Instant,
+    (started_at_ms, start): (u64, Instant),
 ) -> Observations {
     let mut ctx = Ctx {
         platform,
@@ -160,8 +159,7 @@ pub async fn play_in_cluster(
         &clients,
         progress,
         env.messages,
-        started_at_ms,
-        start,
+        (started_at_ms, start),
     )
     .await;
     platform.finish().await;
@@ -251,8 +249,7 @@ pub async fn play(
         &clients,
         progress,
         None,
-        started_at_ms,
-        start,
+        (started_at_ms, start),
     )
     .await;
     std::fs::write(run_dir.join(Observations::FILE), observed.to_json())

@@ -89,8 +89,10 @@ async fn post_entry(
         let latency = Duration::from_millis(state.config().ledger.latency_ms);
         // An injected fault first: it applies nothing, the kv key included.
         state.check_fault(caller, &op)?;
-        if let Some(cas) = &req.kv_cas {
-            if !kv::cas_matches(&state, &cas.key, &cas.expect) {
+        if let Some(cas) = &req.kv_cas
+            && !kv::cas_matches(&state, &cas.key, &cas.expect)
+        {
+            {
                 let held = state.live_kv(&cas.key).map(|e| e.value.clone());
                 let error = match held {
                     Some(v) => format!(
