@@ -92,27 +92,25 @@ async fn post_entry(
         if let Some(cas) = &req.kv_cas
             && !kv::cas_matches(&state, &cas.key, &cas.expect)
         {
-            {
-                let held = state.live_kv(&cas.key).map(|e| e.value.clone());
-                let error = match held {
-                    Some(v) => format!(
-                        "kv_cas: key {} holds {v:?}, not {:?}; nothing was applied",
-                        cas.key, cas.expect
-                    ),
-                    None => format!(
-                        "kv_cas: key {} is absent (never set, deleted or expired), not {:?}; nothing was applied",
-                        cas.key, cas.expect
-                    ),
-                };
-                return Err(state.refuse(
-                    caller,
-                    op,
-                    Outcome::Rejected,
-                    StatusCode::CONFLICT,
-                    error,
-                    "read the key again: someone else may hold it or have finished",
-                ));
-            }
+            let held = state.live_kv(&cas.key).map(|e| e.value.clone());
+            let error = match held {
+                Some(v) => format!(
+                    "kv_cas: key {} holds {v:?}, not {:?}; nothing was applied",
+                    cas.key, cas.expect
+                ),
+                None => format!(
+                    "kv_cas: key {} is absent (never set, deleted or expired), not {:?}; nothing was applied",
+                    cas.key, cas.expect
+                ),
+            };
+            return Err(state.refuse(
+                caller,
+                op,
+                Outcome::Rejected,
+                StatusCode::CONFLICT,
+                error,
+                "read the key again: someone else may hold it or have finished",
+            ));
         }
         let (seq, balance) = record_and_move(
             &mut state,
