@@ -343,13 +343,13 @@ pub async fn pending(
     })
 }
 
-/// Messages waiting out a delay level on every broker: the broker's runtime
-/// stats hold `scheduleMessageOffset_<level>` = `delivered,stored` per level.
-pub async fn scheduled(admin: &DefaultMQAdminExt) -> Result<i64, String> {
+/// Every broker's address (leaders and followers), from the cluster's record
+/// on the name server: runtime stats and internal groups are asked per broker.
+pub async fn broker_addrs(admin: &DefaultMQAdminExt) -> Result<Vec<String>, String> {
     let cluster = MQAdminReadExt::examine_broker_cluster_info(admin)
         .await
         .map_err(|e| format!("cluster info: {e}"))?;
-    let addrs: Vec<String> = cluster
+    Ok(cluster
         .broker_addr_table
         .iter()
         .flat_map(|t| t.values())
@@ -359,7 +359,13 @@ pub async fn scheduled(admin: &DefaultMQAdminExt) -> Result<i64, String> {
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
         })
-        .collect();
+        .collect())
+}
+
+/// Messages waiting out a delay level on every broker: the broker's runtime
+/// stats hold `scheduleMessageOffset_<level>` = `delivered,stored` per level.
+pub async fn scheduled(admin: &DefaultMQAdminExt) -> Result<i64, String> {
+    let addrs = broker_addrs(admin).await?;
     let mut waiting = 0;
     for addr in addrs {
         let stats = MQAdminReadExt::fetch_broker_runtime_stats(admin, addr.clone().into())

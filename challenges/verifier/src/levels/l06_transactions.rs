@@ -336,20 +336,7 @@ async fn settle<P: Platform>(ctx: &mut Ctx<'_, P>, limit: Duration) -> Result<i6
 /// group has not). A broker without the half topic (no transactional message
 /// was ever sent) holds none.
 async fn unsettled_halves(admin: &AdminSession) -> Result<i64, String> {
-    let cluster = MQAdminReadExt::examine_broker_cluster_info(admin.admin())
-        .await
-        .map_err(|e| format!("cluster info: {e}"))?;
-    let addrs: Vec<String> = cluster
-        .broker_addr_table
-        .iter()
-        .flat_map(|t| t.values())
-        .flat_map(|b| {
-            b.broker_addrs()
-                .values()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let addrs = broker::broker_addrs(admin.admin()).await?;
     let mut unsettled = 0;
     for addr in addrs {
         let stats = MQAdminReadExt::examine_consume_stats(
@@ -365,7 +352,13 @@ async fn unsettled_halves(admin: &AdminSession) -> Result<i64, String> {
         unsettled += stats
             .get_offset_table()
             .values()
-            .map(|w| (w.get_broker_offset() - w.get_consumer_offset().max(0)).max(0))
+            .map(|w| {
+                broker::QueueProgress {
+                    max: w.get_broker_offset(),
+                    committed: w.get_consumer_offset(),
+                }
+                .lag()
+            })
             .sum::<i64>();
     }
     Ok(unsettled)

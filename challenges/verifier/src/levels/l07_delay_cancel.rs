@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use dojo_kit::client::{BrokerAdmin, DefaultMQAdminExt, MQAdminReadExt};
+use dojo_kit::client::{BrokerAdmin, DefaultMQAdminExt};
 use dojo_kit::model::common::message::STRING_HASH_SET;
 use dojo_kit::model::common::message::message_queue::MessageQueue;
 use dojo_kit::model::common::message::message_single::Message;
@@ -519,22 +519,9 @@ async fn post(http: &reqwest::Client, url: &str, body: Option<serde_json::Value>
     }
 }
 
-/// Every broker's address, from the cluster's record on the name server.
+/// Every broker's address; none at all is an error here (nothing to refuse sends).
 async fn broker_addrs(admin: &DefaultMQAdminExt) -> Result<Vec<String>, String> {
-    let cluster = MQAdminReadExt::examine_broker_cluster_info(admin)
-        .await
-        .map_err(|e| format!("cluster info: {e}"))?;
-    let addrs: Vec<String> = cluster
-        .broker_addr_table
-        .iter()
-        .flat_map(|t| t.values())
-        .flat_map(|b| {
-            b.broker_addrs()
-                .values()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let addrs = broker::broker_addrs(admin).await?;
     if addrs.is_empty() {
         Err("the name server lists no broker".into())
     } else {
